@@ -1,0 +1,5 @@
+"""ruxa-batch: resumable batches of AI image edits on the Ruxa API, driven by a YAML manifest."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

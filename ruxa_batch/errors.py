@@ -1,0 +1,114 @@
+"""Exit codes, the expected-failure exception classes, and the one error boundary.
+
+Every failure a user can cause or fix is a :class:`RuxaBatchError` subclass carrying its exit
+code and a one-line message. The boundary (:func:`run_guarded`) prints those without a
+traceback; anything else is a bug, so its traceback goes to a log file whose path is printed.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TextIO
+
+# Documented exit codes (README "Exit codes").
+EXIT_OK = 0
+EXIT_JOBS_FAILED = 1
+EXIT_INVALID = 2
+EXIT_API_STOPPED = 3
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an input file, located as precisely as we can."""
+
+    file: str
+    line: int  # 1-based; 0 when the location is unknown
+    col: int  # 1-based; 0 when the location is unknown
+    path: str  # JSON path inside the document, e.g. "$.jobs[0].prompt"
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line:
+            where = f"{where}:{self.line}:{self.col or 1}"
+        return f"{where}: {self.path}: {self.message}"
+
+
+class RuxaBatchError(Exception):
+    """An expected failure: printed as one line, no traceback."""
+
+    exit_code: int = EXIT_INVALID
+
+    def __init__(self, message: str, *, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    def lines(self) -> list[str]:
+        """The lines to print for this error (most errors have exactly one)."""
+        return [f"error: {self.message}"]
+
+
+class UsageError(RuxaBatchError):
+    """Bad command-line use that click itself cannot detect."""
+
+
+class ManifestInvalid(RuxaBatchError):
+    """One or more problems in a manifest (or a file it refers to)."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        count = len(self.problems)
+        super().__init__(f"{count} problem{'s' if count != 1 else ''} found")
+
+    def lines(self) -> list[str]:
+        return [str(problem) for problem in self.problems]
+
+
+def emit(lines: Sequence[str], stream: TextIO | None = None) -> None:
+    """Write lines to a stream (stderr by default), ignoring a closed pipe."""
+    out = stream if stream is not None else sys.stderr
+    try:
+        for line in lines:
+            out.write(line + "\n")
+        out.flush()
+    except BrokenPipeError:  # pragma: no cover - e.g. `ruxa-batch plan | head`
+        pass
+
+
+def _write_crash_log(exc: BaseException) -> str | None:
+    try:
+        handle, path = tempfile.mkstemp(prefix="ruxa-batch-crash-", suffix=".log")
+        with open(handle, "w", encoding="utf-8") as log:
+            log.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        return path
+    except OSError:
+        return None
+
+
+def run_guarded(body: Callable[[], int]) -> int:
+    """Run ``body`` inside the error boundary and return the process exit code."""
+    try:
+        return body()
+    except RuxaBatchError as exc:
+        emit(exc.lines())
+        return exc.exit_code
+    except KeyboardInterrupt:
+        emit(["interrupted"])
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        log_path = _write_crash_log(exc)
+        where = f"; the traceback is in {log_path}" if log_path else ""
+        emit(
+            [
+                f"internal error: {type(exc).__name__}: this is a bug in ruxa-batch{where}",
+                "please report it with that file attached",
+            ]
+        )
+        return 70  # EX_SOFTWARE

@@ -1,0 +1,237 @@
+"""The manifest's JSON Schema: loading it, checking a document against it, and wording the errors.
+
+``ruxa_batch/schemas/manifest.schema.json`` is the single source of truth for the manifest's shape
+(``schemas/manifest.schema.json`` at the top of the repository links to it for editors). Every
+schema error becomes a :class:`Problem` that points at the offending line, with a "did you mean"
+for misspelled keys and enum values.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from ruxa_batch.errors import Problem
+from ruxa_batch.suggest import close_matches, did_you_mean, nearest_ratios, show, type_name
+from ruxa_batch.yamlsource import Document, PathKey
+
+SCHEMA_RESOURCE = "schemas/manifest.schema.json"
+
+# Key names that hold secrets; such a key in a manifest is refused wherever it stands.
+_SECRET_NAMES = {
+    "apikey",
+    "apitoken",
+    "token",
+    "accesstoken",
+    "authtoken",
+    "authorization",
+    "bearer",
+    "secret",
+    "secretkey",
+    "password",
+    "ruxaapikey",
+}
+# What a Ruxa key looks like; the value itself is never echoed.
+_KEY_VALUE = re.compile(r"\bsk-[A-Za-z0-9_-]{16,}")
+
+_TYPE_WORDS = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "object": "a mapping",
+    "array": "a list",
+    "null": "null",
+}
+
+
+def schema_text() -> str:
+    """The schema file's text, from the installed package."""
+    return resources.files("ruxa_batch").joinpath(SCHEMA_RESOURCE).read_text(encoding="utf-8")
+
+
+@cache
+def manifest_schema() -> dict[str, Any]:
+    """The parsed manifest schema."""
+    loaded: dict[str, Any] = json.loads(schema_text())
+    return loaded
+
+
+@cache
+def _validator() -> Any:
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(manifest_schema())
+
+
+def is_secret_name(key: str) -> bool:
+    """True for key names like ``api_key``, ``token`` or ``Authorization``."""
+    return re.sub(r"[^a-z]", "", key.lower()) in _SECRET_NAMES
+
+
+def secret_problems(doc: Document) -> tuple[list[Problem], set[PathKey]]:
+    """Problems for secret-looking keys and values, and the key paths already reported."""
+    problems: list[Problem] = []
+    reported: set[PathKey] = set()
+
+    def walk(value: Any, path: PathKey) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                here = (*path, key)
+                if is_secret_name(key):
+                    reported.add(here)
+                    problems.append(
+                        doc.problem(
+                            here,
+                            f"{key!r} looks like a secret; the API key belongs in the RUXA_API_KEY "
+                            "environment variable, never in a file that goes into git",
+                            key=True,
+                        )
+                    )
+                else:
+                    walk(item, here)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, (*path, index))
+        elif isinstance(value, str) and _KEY_VALUE.search(value):
+            problems.append(
+                doc.problem(
+                    path,
+                    "this value looks like a Ruxa API key; keys belong in the RUXA_API_KEY "
+                    "environment variable, never in a file that goes into git",
+                )
+            )
+
+    walk(doc.data, ())
+    return problems, reported
+
+
+def check_document(doc: Document) -> tuple[list[Problem], set[PathKey]]:
+    """Every schema problem in ``doc``, in file order, and the paths of the values they concern."""
+    problems, reported = secret_problems(doc)
+    broken = set(reported)
+    for error in _validator().iter_errors(doc.data):
+        broken.add(tuple(error.absolute_path))
+        problems.extend(_explain(doc, error, reported))
+    ordered = sorted(set(problems), key=lambda p: (p.line, p.col, p.path, p.message))
+    return ordered, broken
+
+
+def _explain(doc: Document, error: Any, reported: set[PathKey]) -> list[Problem]:
+    """Word one jsonschema ``ValidationError`` as located problems."""
+    path: PathKey = tuple(error.absolute_path)
+    kind = error.validator
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    instance = error.instance
+    value = error.validator_value
+
+    if kind == "additionalProperties" and isinstance(instance, dict):
+        allowed = sorted(schema.get("properties", {}))
+        out = []
+        for key in instance:
+            if key in schema.get("properties", {}) or (*path, key) in reported:
+                continue
+            if not allowed:  # a mapping of free-form names: the value type is wrong instead
+                continue
+            hint = did_you_mean(close_matches(key, allowed))
+            if not hint:
+                hint = f" (allowed here: {', '.join(allowed)})"
+            out.append(doc.problem((*path, key), f"unknown key {key!r}{hint}", key=True))
+        return out
+    if kind == "required":
+        missing = [name for name in value if isinstance(instance, dict) and name not in instance]
+        return [doc.problem(path, f"missing required key {name!r}") for name in missing]
+    if kind == "propertyNames":
+        description = error.context[0].schema.get("description", "") if error.context else ""
+        return [
+            doc.problem(
+                (*path, str(instance)),
+                f"invalid name {show(instance)}: use {description or 'a valid name'}",
+                key=True,
+            )
+        ]
+    if any(step in reported for step in _prefixes(path)):
+        return []
+    if kind == "anyOf":
+        chosen = _any_of_branch(error)
+        if chosen is not None:
+            return _explain(doc, chosen, reported)
+    return [doc.problem(path, _message(kind, value, instance, schema, error, path))]
+
+
+def _prefixes(path: PathKey) -> list[PathKey]:
+    return [path[:cut] for cut in range(1, len(path) + 1)]
+
+
+def _field(path: PathKey) -> str:
+    for part in reversed(path):
+        if isinstance(part, str):
+            return part
+    return "value"
+
+
+def _message(
+    kind: str, value: Any, instance: Any, schema: dict[str, Any], error: Any, path: PathKey
+) -> str:
+    if kind == "type":
+        wanted = [value] if isinstance(value, str) else list(value)
+        words = " or ".join(_TYPE_WORDS.get(w, w) for w in wanted)
+        return f"expected {words}, got {type_name(instance)}"
+    if kind == "const":
+        return f"must be {show(value)}, got {show(instance)}"
+    if kind == "enum":
+        return _enum_message(instance, [str(v) for v in value], _field(path))
+    if kind == "anyOf":
+        types = sorted({sub.validator_value for sub in error.context if sub.validator == "type"})
+        words = " or ".join(_TYPE_WORDS.get(str(w), str(w)) for w in types) or "another value"
+        return f"expected {words}, got {type_name(instance)}"
+    if kind == "pattern":
+        if value == "\\S":
+            return "must not be blank"
+        described = schema.get("description", "")
+        return f"{show(instance)} is not valid" + (f": use {described}" if described else "")
+    if kind == "minLength":
+        return "must not be empty" if value == 1 else f"must be at least {value} characters long"
+    if kind == "maxLength":
+        return f"is {len(instance)} characters long; at most {value} allowed"
+    if kind in ("minItems", "minProperties"):
+        return "must not be empty" if value == 1 else f"needs at least {value} entries"
+    if kind in ("maxItems", "maxProperties"):
+        return f"has {len(instance)} entries; at most {value} allowed"
+    if kind == "minimum":
+        return f"must be at least {value}, got {show(instance)}"
+    if kind == "maximum":
+        return f"must be at most {value}, got {show(instance)}"
+    if kind == "exclusiveMinimum":
+        return f"must be greater than {value}, got {show(instance)}"
+    text = str(error.message)
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _enum_message(instance: Any, allowed: list[str], field: str) -> str:
+    if not isinstance(instance, str):
+        return f"expected one of {', '.join(allowed)}; got {type_name(instance)}"
+    near = nearest_ratios(instance, allowed) if field == "image_size" else []
+    suggestions = near or close_matches(instance, allowed)
+    hint = did_you_mean(suggestions)
+    return f"{show(instance)} is not a valid {field}{hint} (allowed: {', '.join(allowed)})"
+
+
+def _any_of_branch(error: Any) -> Any:
+    """The sub-error that best explains an anyOf failure; None if no branch has the right type.
+
+    Branches whose type does not even match are skipped; among the rest the first wins, since by
+    convention the first branch is the literal form and later ones are templates.
+    """
+    by_branch: dict[int, list[Any]] = {}
+    for sub in error.context:
+        by_branch.setdefault(sub.relative_schema_path[0], []).append(sub)
+    for branch in sorted(by_branch):
+        subs = by_branch[branch]
+        if any(sub.validator == "type" and not sub.relative_path for sub in subs):
+            continue
+        return max(subs, key=lambda sub: len(sub.relative_path))
+    return None
