@@ -16,6 +16,11 @@ from ruxa_batch.settings import InitSettings, PlanSettings, ValidateSettings
 from ruxa_batch.template import slugify
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 job``, ``2 jobs``, ``12,000 jobs``."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def validate(settings: ValidateSettings) -> int:
     """Check every manifest, reporting every problem in every file; 0 if all are valid."""
     failed = 0
@@ -25,10 +30,7 @@ def validate(settings: ValidateSettings) -> int:
             failed += 1
             emit([str(problem) for problem in problems])
         elif manifest is not None and not settings.quiet:
-            ids = len({job.id for job in manifest.jobs})
-            emit(
-                [f"{display_path(path)}: ok ({len(manifest.jobs):,} jobs, {ids:,} ids)"], sys.stdout
-            )
+            emit([f"{display_path(path)}: ok, {plural(len(manifest.jobs), 'job')}"], sys.stdout)
     if failed and len(settings.paths) > 1:
         emit([f"{failed} of {len(settings.paths)} manifests are invalid"])
     return EXIT_INVALID if failed else EXIT_OK

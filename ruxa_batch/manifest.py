@@ -52,7 +52,7 @@ class Job:
     image_size: str
     output_format: str
     key: str  # identity: hash of the exact request plus the variant number
-    origin: str  # where it came from, for messages: "jobs[1] (sku=mug, style=marble)"
+    origin: str  # where it came from, for messages: "jobs[1] (sku=mug, style=marble), line 7"
 
     @property
     def ext(self) -> str:
@@ -408,7 +408,10 @@ class _ManifestBuilder:
                 values.append(tuple(row))
                 labels.append(f"{csv_path.name}:{reader.line_num}")
         except csv.Error as exc:
-            fail(f"malformed CSV: {exc}", reader.line_num)
+            reason = str(exc)
+            if reason == "unexpected end of data":
+                reason = "a quoted field is never closed"
+            fail(f"malformed CSV: {reason}", reader.line_num)
             return None
         if not values:
             fail("CSV file has a header but no rows", 1)
@@ -601,7 +604,7 @@ class _ManifestBuilder:
         if not ok or image_size is None or output_format is None:
             return None
         variants = int(fields.get("variants", 1))
-        origin = f"{self.display}:{self.locate_line(where['id'])} {label}"
+        origin = f"{label}, line {self.locate_line(where['id'])}"
         return [
             Job(job_id, 1, variants, prompt, tuple(images), image_size, output_format, "", origin)
         ]

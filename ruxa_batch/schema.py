@@ -16,6 +16,7 @@ from typing import Any
 
 from ruxa_batch.errors import Problem
 from ruxa_batch.suggest import close_matches, did_you_mean, nearest_ratios, show, type_name
+from ruxa_batch.template import TemplateError, parse_template
 from ruxa_batch.yamlsource import Document, PathKey
 
 SCHEMA_RESOURCE = "schemas/manifest.schema.json"
@@ -155,6 +156,11 @@ def _explain(doc: Document, error: Any, reported: set[PathKey]) -> list[Problem]
         ]
     if any(step in reported for step in _prefixes(path)):
         return []
+    if kind == "anyOf" and isinstance(instance, str) and ("{" in instance or "}" in instance):
+        try:
+            parse_template(instance)
+        except TemplateError as exc:
+            return [doc.problem(path, str(exc))]
     if kind == "anyOf":
         chosen = _any_of_branch(error)
         if chosen is not None:
@@ -190,7 +196,7 @@ def _message(
         return f"expected {words}, got {type_name(instance)}"
     if kind == "pattern":
         if value == "\\S":
-            return "must not be blank"
+            return "must not be empty or blank"
         described = schema.get("description", "")
         return f"{show(instance)} is not valid" + (f": use {described}" if described else "")
     if kind == "minLength":

@@ -216,7 +216,15 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, display: str) -> Probl
             )
     if "expected a single document" in (exc.context or "") + problem:
         return Problem(display, line, col, "$", "expected one YAML document, found more than one")
-    context = f" ({exc.context.strip()})" if exc.context else ""
+    context = ""
+    if exc.context:
+        started = exc.context_mark
+        since = (
+            f" that starts on line {started.line + 1}"
+            if started is not None and started.line + 1 != line
+            else ""
+        )
+        context = f" ({exc.context.strip()}{since})"
     return Problem(display, line, col, "$", f"YAML syntax error: {problem}{context}")
 
 
