@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from ruxa_batch import __version__
-from ruxa_batch.errors import EXIT_INTERRUPTED, EXIT_INVALID, run_guarded
+from ruxa_batch.errors import EXIT_INTERRUPTED, EXIT_INVALID, emit, run_guarded
 
 DEFAULT_MAX_JOBS = 100_000  # mirrors ruxa_batch.manifest.DEFAULT_MAX_JOBS (kept import-free)
 
@@ -124,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 standalone_mode=False,
             )
         except click.exceptions.Abort:
+            emit(["interrupted"])
             return EXIT_INTERRUPTED
         except click.ClickException as exc:
             exc.show()

@@ -186,6 +186,7 @@ class _ManifestBuilder:
         self.doc: Document | None = None
         self.csv_cache: dict[Path, _Rows | None] = {}
         self.repeats: dict[tuple[PathKey, str], int] = {}
+        self.filename_ok = True
 
     # -- reporting ---------------------------------------------------------------------------
 
@@ -263,6 +264,7 @@ class _ManifestBuilder:
         directory = Path(raw["dir"]) if "dir" in raw else Path("out") / name
         filename = raw.get("filename", DEFAULT_FILENAME)
         where = ("output", "filename")
+        problems_before = len(self.problems)
         try:
             parsed = parse_template(filename)
         except TemplateError as exc:
@@ -281,6 +283,7 @@ class _ManifestBuilder:
                 )
             if filename.startswith("/") or "\\" in filename:
                 self.add(where, "output.filename must be a relative path using '/' separators")
+        self.filename_ok = len(self.problems) == problems_before
         return OutputSpec(
             dir=directory if directory.is_absolute() else base / directory, filename=filename
         )
@@ -638,11 +641,9 @@ class _ManifestBuilder:
         return self.doc.locate(path)[0]
 
     def check_filenames(self, jobs: Sequence[Job], output: OutputSpec) -> None:
+        if not self.filename_ok:
+            return  # the template itself is already reported
         where = ("output", "filename")
-        try:
-            parse_template(output.filename)
-        except TemplateError:
-            return  # already reported
         taken: dict[str, Job] = {}
         for job in jobs:
             name = render_filename(output.filename, job, 1)
@@ -658,7 +659,11 @@ class _ManifestBuilder:
             folded = name.casefold()
             if folded in taken:
                 other = taken[folded]
-                hint = "add {variant}" if other.id == job.id else "add {id}"
+                hint = (
+                    'add {variant}, e.g. "{id}-v{variant}-{n}.{ext}"'
+                    if other.id == job.id
+                    else "ids that differ only in upper/lower case collide on some file systems"
+                )
                 self.add_repeated(
                     where,
                     "same file name",

@@ -62,9 +62,10 @@ def parse_template(source: str) -> Template:
         elif token == "}}":
             literal.append("}")
         elif match.group(1):
-            if literal:
-                parts.append((False, "".join(literal)))
-                literal = []
+            text = "".join(literal)
+            if text:
+                parts.append((False, text))
+            literal = []
             parts.append((True, match.group(1)))
         elif token == "{":
             rest = source[match.start() :]

@@ -1,4 +1,4 @@
-"""Every bad input in tests/data/ gets one clear, located line and exit code 2, never a traceback."""
+"""Every bad input in tests/data/ gets clear, located lines and exit code 2, never a traceback."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ EXPECTED: dict[str, list[str]] = {
     "filename_collision.yaml": [
         "filename_collision.yaml:3:13: $.output.filename: output.filename gives job 'mug-pixel' "
         "variant 1 and job 'mug-pixel' variant 2 the same file name 'mug-pixel-1.png'; "
-        "add {variant}"
+        'add {variant}, e.g. "{id}-v{variant}-{n}.{ext}"'
     ],
     "secret_key.yaml": [
         "secret_key.yaml:2:1: $.api_key: 'api_key' looks like a secret; the API key belongs in "

@@ -1,0 +1,219 @@
+"""The commands as a user types them: exit codes and exact output."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+
+EXAMPLE = REPO / "manifests" / "example.yaml"
+
+
+@pytest.fixture
+def example(hermetic: Path) -> Path:
+    target = hermetic / "manifests"
+    target.mkdir()
+    for name in ("example.yaml", "products.csv"):
+        shutil.copy(REPO / "manifests" / name, target / name)
+    return target / "example.yaml"
+
+
+def test_validate_the_example(run, example: Path) -> None:
+    result = run(["ruxa-batch", "validate", "manifests/example.yaml"])
+    assert (result.code, result.out, result.err) == (0, "manifests/example.yaml: ok, 22 jobs\n", "")
+
+
+def test_validate_quiet(run, example: Path) -> None:
+    result = run(["ruxa-batch", "validate", "-q", "manifests/example.yaml"])
+    assert (result.code, result.out, result.err) == (0, "", "")
+
+
+def test_validate_needs_a_file(run) -> None:
+    result = run(["ruxa-batch", "validate"])
+    assert result.code == 2
+    assert "Missing argument 'MANIFESTS...'" in result.err
+
+
+def test_max_jobs_flag(run, example: Path) -> None:
+    result = run(["ruxa-batch", "validate", "--max-jobs", "10", "manifests/example.yaml"])
+    assert result.code == 2
+    assert result.err == (
+        "manifests/example.yaml:34:5: $.jobs[0]: the manifest expands to more than 10 jobs counting "
+        "variants (this entry alone: 12); raise --max-jobs if that is intended\n"
+    )
+
+
+def test_plan_text(run, example: Path) -> None:
+    result = run(["ruxa-batch", "plan", "manifests/example.yaml"])
+    assert result.code == 0
+    lines = result.out.splitlines()
+    assert lines[0] == (
+        "Plan for autumn-catalog (manifests/example.yaml): 22 jobs (one per id and variant), "
+        "model google/nano-banana-edit"
+    )
+    assert lines[2].split() == ["ACTION", "ID", "VAR", "SIZE", "FORMAT", "IMAGES", "PROMPT"]
+    assert lines[3].split()[:6] == [
+        "submit",
+        "mug-ember-rustic-oak-table-with-fallen-leaves",
+        "1",
+        "1:1",
+        "png",
+        "1",
+    ]
+    assert lines[-3:] == [
+        "Totals: submit 22",
+        "Tasks to create: 22",
+        "Output folder: manifests/out/autumn-catalog",
+    ]
+
+
+def test_plan_json(run, example: Path) -> None:
+    result = run(["ruxa-batch", "plan", "--format", "json", "manifests/example.yaml"])
+    document = json.loads(result.out)
+    assert document["totals"] == {"submit": 22}
+    assert document["tasks_to_create"] == 22
+    assert len(document["jobs"]) == 22
+    assert document["jobs"][-1] == {
+        "id": "hero-window",
+        "variant": 2,
+        "action": "submit",
+        "key": document["jobs"][-1]["key"],
+        "prompt": "Show the ceramic mug and the candle on a rainy window sill, cosy and warm.",
+        "images": [
+            "https://cdn.example.com/catalog/2026/products/mug-ember.png",
+            "https://cdn.example.com/catalog/2026/products/candle-cedar.png",
+        ],
+        "image_size": "4:5",
+        "output_format": "png",
+    }
+    assert len({job["key"] for job in document["jobs"]}) == 22
+
+
+def test_plan_markdown_escapes_table_cells(run, hermetic: Path) -> None:
+    (hermetic / "m.yaml").write_text(
+        "version: 1\njobs:\n  - id: a\n    prompt: 'Write <b>A | B</b> on it'\n"
+        "    images: ['https://x.example/i.png']\n"
+    )
+    result = run(["ruxa-batch", "plan", "--format", "markdown", "m.yaml"])
+    assert result.code == 0
+    assert (
+        "| submit | a | 1 | 1:1 | png | 1 | Write &lt;b&gt;A \\| B&lt;/b&gt; on it |" in result.out
+    )
+    assert "| submit | 1 |" in result.out
+
+
+def test_plan_bad_format(run, example: Path) -> None:
+    result = run(["ruxa-batch", "plan", "--format", "yaml", "manifests/example.yaml"])
+    assert result.code == 2
+    assert "Invalid value for '--format'" in result.err
+
+
+def test_schema_prints_the_packaged_schema(run) -> None:
+    result = run(["ruxa-batch", "schema"])
+    assert result.code == 0
+    assert json.loads(result.out)["title"] == "ruxa-batch manifest"
+
+
+def test_init_writes_a_valid_manifest_and_refuses_to_overwrite(run, hermetic: Path) -> None:
+    result = run(["ruxa-batch", "init", "spring.yaml"])
+    assert result.code == 0
+    assert result.out == "wrote spring.yaml\nnext: ruxa-batch validate spring.yaml\n"
+    assert yaml.safe_load((hermetic / "spring.yaml").read_text())["name"] == "spring"
+    valid = run(["ruxa-batch", "validate", "spring.yaml"])
+    assert (valid.code, valid.out) == (0, "spring.yaml: ok, 7 jobs\n")
+    before = (hermetic / "spring.yaml").read_text()
+    again = run(["ruxa-batch", "init", "spring.yaml"])
+    assert (again.code, again.err) == (
+        2,
+        "error: spring.yaml already exists; not overwriting it (choose another path)\n",
+    )
+    assert (hermetic / "spring.yaml").read_text() == before
+
+
+def test_init_default_path_and_missing_folder(run, hermetic: Path) -> None:
+    assert run(["ruxa-batch", "init"]).code == 0
+    assert (hermetic / "manifest.yaml").exists()
+    result = run(["ruxa-batch", "init", "no/such/dir/m.yaml"])
+    assert (result.code, result.err) == (
+        2,
+        "error: cannot write no/such/dir/m.yaml: folder no/such/dir does not exist\n",
+    )
+
+
+@pytest.mark.parametrize("command", ["validate", "plan", "schema", "init"])
+def test_every_command_has_help_with_an_example(run, command: str) -> None:
+    result = run(["ruxa-batch", command, "--help"])
+    assert result.code == 0
+    assert "Example:" in result.out
+    assert f"ruxa-batch {command}" in result.out
+
+
+def test_version(run) -> None:
+    from ruxa_batch import __version__
+
+    result = run(["ruxa-batch", "--version"])
+    assert (result.code, result.out) == (0, f"ruxa-batch, version {__version__}\n")
+
+
+def test_unknown_command_is_a_usage_error(run) -> None:
+    result = run(["ruxa-batch", "frobnicate"])
+    assert result.code == 2
+    assert "No such command 'frobnicate'" in result.err
+
+
+def test_unexpected_error_prints_a_notice_and_logs_the_traceback(
+    run, example: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ruxa_batch import app
+
+    def boom(settings: object) -> int:
+        raise RuntimeError("something internal")
+
+    monkeypatch.setattr(app, "plan", boom)
+    result = run(["ruxa-batch", "plan", "manifests/example.yaml"])
+    assert result.code == 70
+    first, second = result.err.splitlines()
+    assert first.startswith(
+        "internal error: RuntimeError: this is a bug in ruxa-batch; the traceback is in "
+    )
+    assert second == "please report it with that file attached"
+    log = Path(first.rsplit(" ", 1)[1])
+    assert "something internal" in log.read_text()
+    assert "Traceback" not in result.err
+
+
+def test_keyboard_interrupt_exits_130(run, example: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ruxa_batch import app
+
+    def interrupted(settings: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(app, "plan", interrupted)
+    result = run(["ruxa-batch", "plan", "manifests/example.yaml"])
+    assert (result.code, result.err.strip()) == (130, "interrupted")
+
+
+def test_installed_entry_point_runs(example: Path) -> None:
+    """The console script, as installed, in a real process."""
+    exe = Path(sys.executable).parent / "ruxa-batch"
+    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "ruxa_batch"]
+    done = subprocess.run(
+        [*command, "validate", "manifests/example.yaml"],
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (0, "manifests/example.yaml: ok, 22 jobs\n")
+    bad = subprocess.run(
+        [*command, "validate", "nope.yaml"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (bad.returncode, bad.stderr) == (2, "nope.yaml: $: file not found\n")
