@@ -1,11 +1,12 @@
 """Reading YAML safely, keeping the line and column of every value.
 
-PyYAML's composer (safe, no object construction) builds a node graph with source marks; this
-module turns that graph into plain Python values itself, so that it can:
+PyYAML's parser (the safe one, libyaml when available) yields a flat stream of events with source
+marks; this module builds plain Python values from that stream itself, in one pass, so that it can:
 
 - remember where each value and each mapping key stands, for error messages that point at lines;
 - refuse duplicate keys, which PyYAML silently lets the last one win;
-- refuse alias bombs before expanding anything (the expanded size is computed on the graph);
+- refuse alias bombs and absurd nesting before building anything large (aliases share values,
+  and their expanded size is counted, not materialised);
 - resolve plain scalars by the YAML 1.2 core schema, so ``16:9`` stays a string (YAML 1.1 reads it
   as the base-60 integer 969) and ``on``/``no`` stay strings instead of booleans.
 """
@@ -26,8 +27,7 @@ MAX_FILE_BYTES = 10 * 1024 * 1024
 # Upper bound on the number of nodes after aliases are expanded. A 10 MB manifest written by hand
 # has far fewer; a "billion laughs" document has 10**9 and is refused before any expansion.
 MAX_EXPANDED_NODES = 2_000_000
-# libyaml's composer recurses on the C stack; a document nested thousands deep would crash the
-# process, so nesting is measured on the (flat) event stream first.
+# No manifest needs more; a document nested thousands deep is refused instead of recursed into.
 MAX_DEPTH = 64
 
 PathKey = tuple[str | int, ...]
@@ -54,7 +54,6 @@ _NAN = re.compile(r"^\.(?:nan|NaN|NAN)$")
 _STR_TAG = "tag:yaml.org,2002:str"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MAP_TAG = "tag:yaml.org,2002:map"
-_MERGE_TAG = "tag:yaml.org,2002:merge"
 _SCALAR_TAGS = {
     _STR_TAG,
     "tag:yaml.org,2002:int",
@@ -72,12 +71,30 @@ class Document:
     data: Any
     value_marks: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
     key_marks: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
+    # Where an alias was used -> where its anchored value stands; marks are kept only there.
+    aliases: dict[PathKey, PathKey] = field(default_factory=dict)
+
+    def resolve(self, path: PathKey) -> PathKey:
+        """``path`` with any alias prefix replaced by the anchored value's own path."""
+        for _ in range(MAX_DEPTH):
+            for cut in range(len(path), 0, -1):
+                target = self.aliases.get(path[:cut])
+                if target is not None:
+                    path = (*target, *path[cut:])
+                    break
+            else:
+                return path
+        return path
 
     def locate(self, path: PathKey, *, key: bool = False) -> tuple[int, int]:
         """1-based (line, col) of the value (or key) at ``path``, else of its nearest parent."""
         marks = self.key_marks if key else self.value_marks
         if path in marks:
             return marks[path]
+        if self.aliases:
+            path = self.resolve(path)
+            if path in marks:
+                return marks[path]
         probe = path
         while probe:
             probe = probe[:-1]
@@ -156,45 +173,19 @@ def load_yaml(path: Path, *, display: str | None = None) -> Document:
 
 def parse_yaml(text: str, *, display: str) -> Document:
     """Parse YAML text (one document) into a :class:`Document`."""
+    doc = Document(display, None)
+    builder = _Builder(doc)
     try:
-        _check_depth(text, display)
-        node = yaml.compose(text, Loader=_Loader)
+        for event in yaml.parse(text, Loader=_Loader):
+            builder.feed(event)
     except yaml.MarkedYAMLError as exc:
         raise YamlProblem(_syntax_problem(exc, text, display)) from None
     except yaml.YAMLError as exc:
         raise YamlProblem(Problem(display, 0, 0, "$", f"invalid YAML: {exc}")) from None
-    except RecursionError:
-        raise YamlProblem(Problem(display, 0, 0, "$", "YAML nesting is too deep")) from None
-    doc = Document(display, None)
-    if node is None:
+    if not builder.done:
         raise YamlProblem(Problem(display, 1, 1, "$", "the file is empty; expected a manifest"))
-    builder = _Builder(doc)
-    try:
-        builder.check_size(node)
-        doc.data = builder.build(node, ())
-    except RecursionError:
-        raise YamlProblem(Problem(display, 0, 0, "$", "YAML nesting is too deep")) from None
+    doc.data = builder.root
     return doc
-
-
-def _check_depth(text: str, display: str) -> None:
-    depth = 0
-    for event in yaml.parse(text, Loader=_Loader):
-        if isinstance(event, yaml.CollectionStartEvent):
-            depth += 1
-            if depth > MAX_DEPTH:
-                mark: Any = event.start_mark
-                raise YamlProblem(
-                    Problem(
-                        display,
-                        mark.line + 1,
-                        mark.column + 1,
-                        "$",
-                        f"YAML nesting is deeper than {MAX_DEPTH} levels; refusing to load",
-                    )
-                )
-        elif isinstance(event, yaml.CollectionEndEvent):
-            depth -= 1
 
 
 def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, display: str) -> Problem:
@@ -228,118 +219,201 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, display: str) -> Probl
     return Problem(display, line, col, "$", f"YAML syntax error: {problem}{context}")
 
 
+@dataclass
+class _Frame:
+    """A collection being built."""
+
+    path: PathKey
+    value: Any  # list or dict
+    anchor: str | None
+    size: int = 1
+    key: str | None = None  # mapping: the key whose value comes next
+    key_is_merge: bool = False
+    merges: list[tuple[dict[str, Any], PathKey]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Anchor:
+    value: Any
+    size: int
+    path: PathKey
+
+
 class _Builder:
+    """Builds plain data from the parser's event stream in one pass, recording marks.
+
+    Working on events (not on PyYAML's node graph) keeps the nesting check, the alias-bomb check
+    and the construction in a single pass with no recursion.
+    """
+
     def __init__(self, doc: Document) -> None:
         self.doc = doc
-        self.sizes: dict[int, int] = {}
+        self.stack: list[_Frame] = []
+        self.anchors: dict[str, _Anchor] = {}
+        self.open_anchors: set[str] = set()
+        self.total = 0
+        self.root: Any = None
+        self.done = False
+        self.documents = 0
 
-    def fail(self, node: yaml.Node, message: str, path: PathKey = ()) -> YamlProblem:
-        mark = node.start_mark
+    def fail(self, event: Any, message: str, path: PathKey = ()) -> YamlProblem:
+        mark = event.start_mark
         return YamlProblem(
             Problem(self.doc.file, mark.line + 1, mark.column + 1, json_path(path), message)
         )
 
-    def check_size(self, root: yaml.Node) -> None:
-        """Refuse documents whose alias expansion would be huge, without expanding them."""
-        active: set[int] = set()
+    def mark(self, path: PathKey, mark: tuple[int, int], *, key: bool = False) -> None:
+        (self.doc.key_marks if key else self.doc.value_marks)[path] = mark
 
-        def size(node: yaml.Node) -> int:
-            key = id(node)
-            if key in self.sizes:
-                return self.sizes[key]
-            if key in active:
-                raise self.fail(node, "recursive YAML alias: a node refers to itself")
-            active.add(key)
-            total = 1
-            if isinstance(node, yaml.SequenceNode):
-                for item in node.value:
-                    total += size(item)
-                    if total > MAX_EXPANDED_NODES:
-                        break
-            elif isinstance(node, yaml.MappingNode):
-                for key_node, value_node in node.value:
-                    total += size(key_node) + size(value_node)
-                    if total > MAX_EXPANDED_NODES:
-                        break
-            active.discard(key)
-            self.sizes[key] = total
-            return total
+    def feed(self, event: Any) -> None:
+        if isinstance(event, yaml.DocumentStartEvent):
+            self.documents += 1
+            if self.documents > 1:
+                raise self.fail(event, "expected one YAML document, found more than one")
+        elif isinstance(event, yaml.ScalarEvent):
+            self.scalar(event)
+        elif isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            self.start(event)
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            self.end()
+        elif isinstance(event, yaml.AliasEvent):
+            self.alias(event)
 
-        if size(root) > MAX_EXPANDED_NODES:
+    def child_path(self, event: Any) -> PathKey:
+        if not self.stack:
+            return ()
+        frame = self.stack[-1]
+        if isinstance(frame.value, list):
+            return (*frame.path, len(frame.value))
+        if frame.key is None:
+            return frame.path  # a key is being read
+        return (*frame.path, "<<") if frame.key_is_merge else (*frame.path, frame.key)
+
+    def start(self, event: Any) -> None:
+        frame = self.stack[-1] if self.stack else None
+        if frame is not None and isinstance(frame.value, dict) and frame.key is None:
+            raise self.fail(event, "mapping keys must be plain strings", frame.path)
+        is_seq = isinstance(event, yaml.SequenceStartEvent)
+        if event.tag is not None and event.tag not in (_SEQ_TAG if is_seq else _MAP_TAG, "!"):
+            raise self.fail(event, f"unsupported YAML tag {event.tag!r}", self.child_path(event))
+        if len(self.stack) >= MAX_DEPTH:
             raise self.fail(
-                root,
+                event, f"YAML nesting is deeper than {MAX_DEPTH} levels; refusing to load"
+            )
+        path = self.child_path(event)
+        mark = event.start_mark
+        self.mark(path, (mark.line + 1, mark.column + 1))
+        if event.anchor:
+            self.open_anchors.add(event.anchor)
+        self.stack.append(_Frame(path, [] if is_seq else {}, event.anchor))
+
+    def end(self) -> None:
+        frame = self.stack.pop()
+        if isinstance(frame.value, dict):
+            # Explicit keys win over merged ones; earlier merge sources win over later ones.
+            for source, source_path in frame.merges:
+                for key, value in source.items():
+                    if key not in frame.value:
+                        frame.value[key] = value
+                        here = (*frame.path, key)
+                        self.doc.aliases[here] = (*source_path, key)
+        if frame.anchor:
+            self.remember(frame.anchor, frame.value, frame.size, frame.path)
+        self.attach(frame.value, frame.size, None)
+
+    def remember(self, name: str, value: Any, size: int, path: PathKey) -> None:
+        self.anchors[name] = _Anchor(value, size, path)
+        self.open_anchors.discard(name)
+
+    def scalar(self, event: Any) -> None:
+        path = self.child_path(event)
+        frame = self.stack[-1] if self.stack else None
+        mark = (event.start_mark.line + 1, event.start_mark.column + 1)
+        if frame is not None and isinstance(frame.value, dict) and frame.key is None:
+            self.key(frame, event, mark)
+            return
+        self.mark(path, mark)
+        value = self.scalar_value(event, path)
+        if event.anchor:
+            self.remember(event.anchor, value, 1, path)
+        self.attach(value, 1, event)
+
+    def key(self, frame: _Frame, event: Any, mark: tuple[int, int]) -> None:
+        key = str(event.value)
+        if event.tag not in (None, _STR_TAG, "!"):
+            raise self.fail(event, "mapping keys must be plain strings", frame.path)
+        if key == "<<" and not event.style:
+            frame.key, frame.key_is_merge = key, True
+            return
+        here = (*frame.path, key)
+        if key in frame.value:
+            first = self.doc.key_marks[here]
+            raise self.fail(
+                event, f"duplicate key {key!r} (first defined on line {first[0]})", here
+            )
+        self.mark(here, mark, key=True)
+        frame.key, frame.key_is_merge = key, False
+
+    def alias(self, event: Any) -> None:
+        name = event.anchor
+        path = self.child_path(event)
+        if name in self.open_anchors:
+            raise self.fail(event, "recursive YAML alias: a node refers to itself", path)
+        if name not in self.anchors:
+            raise self.fail(event, f"undefined YAML alias *{name}", path)
+        frame = self.stack[-1] if self.stack else None
+        if frame is not None and isinstance(frame.value, dict) and frame.key is None:
+            raise self.fail(event, "mapping keys must be plain strings", frame.path)
+        anchor = self.anchors[name]
+        self.total += anchor.size
+        if self.total > MAX_EXPANDED_NODES:
+            raise self.fail(
+                event,
                 "YAML aliases expand to more than "
                 f"{MAX_EXPANDED_NODES:,} values (an alias bomb?); refusing to load",
             )
+        self.mark(path, (event.start_mark.line + 1, event.start_mark.column + 1))
+        self.doc.aliases[path] = anchor.path
+        self.attach(anchor.value, anchor.size, event)
 
-    def build(self, node: yaml.Node, path: PathKey) -> Any:
-        mark = node.start_mark
-        self.doc.value_marks[path] = (mark.line + 1, mark.column + 1)
-        if isinstance(node, yaml.ScalarNode):
-            return self.scalar(node, path)
-        if isinstance(node, yaml.SequenceNode):
-            if node.tag != _SEQ_TAG:
-                raise self.fail(node, f"unsupported YAML tag {node.tag!r}", path)
-            return [self.build(item, (*path, index)) for index, item in enumerate(node.value)]
-        if isinstance(node, yaml.MappingNode):
-            if node.tag != _MAP_TAG:
-                raise self.fail(node, f"unsupported YAML tag {node.tag!r}", path)
-            return self.mapping(node, path)
-        raise self.fail(node, "unsupported YAML node", path)  # pragma: no cover
-
-    def mapping(self, node: yaml.MappingNode, path: PathKey) -> dict[str, Any]:
-        result: dict[str, Any] = {}
-        merges: list[yaml.MappingNode] = []
-        for key_node, value_node in node.value:
-            if (
-                isinstance(key_node, yaml.ScalarNode)
-                and not key_node.style
-                and key_node.value == "<<"
-            ) or key_node.tag == _MERGE_TAG:
-                merges.extend(self.merge_sources(value_node, path))
-                continue
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise self.fail(key_node, "mapping keys must be plain strings", path)
-            key = str(key_node.value)
-            here = (*path, key)
-            if key in result:
-                first = self.doc.key_marks[here]
-                raise self.fail(
-                    key_node, f"duplicate key {key!r} (first defined on line {first[0]})", here
+    def attach(self, value: Any, size: int, event: Any) -> None:
+        if not self.stack:
+            self.root, self.done = value, True
+            return
+        frame = self.stack[-1]
+        frame.size += size
+        if isinstance(frame.value, list):
+            frame.value.append(value)
+            return
+        if frame.key_is_merge:
+            merge_path = self.doc.resolve((*frame.path, "<<"))
+            if isinstance(value, dict):
+                frame.merges.append((value, merge_path))
+            elif isinstance(value, list) and all(isinstance(item, dict) for item in value):
+                frame.merges.extend(
+                    (item, self.doc.resolve((*merge_path, index)))
+                    for index, item in enumerate(value)
                 )
-            mark = key_node.start_mark
-            self.doc.key_marks[here] = (mark.line + 1, mark.column + 1)
-            result[key] = self.build(value_node, here)
-        # Explicit keys win over merged ones; earlier merge sources win over later ones.
-        for source in merges:
-            for key_node, value_node in source.value:
-                key = str(key_node.value)
-                if key not in result:
-                    here = (*path, key)
-                    mark = key_node.start_mark
-                    self.doc.key_marks[here] = (mark.line + 1, mark.column + 1)
-                    result[key] = self.build(value_node, here)
-        return result
+            else:
+                raise self.fail(event, "a merge key (<<) needs a mapping or a list of mappings")
+        else:
+            assert frame.key is not None
+            frame.value[frame.key] = value
+        frame.key, frame.key_is_merge = None, False
 
-    def merge_sources(self, node: yaml.Node, path: PathKey) -> list[yaml.MappingNode]:
-        if isinstance(node, yaml.MappingNode):
-            return [node]
-        if isinstance(node, yaml.SequenceNode) and all(
-            isinstance(item, yaml.MappingNode) for item in node.value
-        ):
-            return list(node.value)
-        raise self.fail(node, "a merge key (<<) needs a mapping or a list of mappings", path)
-
-    def scalar(self, node: yaml.ScalarNode, path: PathKey) -> Any:
-        value: str = node.value
-        if node.tag not in _SCALAR_TAGS:
-            raise self.fail(node, f"unsupported YAML tag {node.tag!r}", path)
-        if node.tag == _STR_TAG:
-            # Implicit typing is off, so every untagged scalar arrives here as a string.
-            # (The C parser reports plain style as "", the Python one as None.)
-            return value if node.style else resolve_plain(value)
+    def scalar_value(self, event: Any, path: PathKey) -> Any:
+        value: str = event.value
+        tag = event.tag
+        if tag is None or tag == "!":
+            # Implicit typing is off: resolve plain scalars by the YAML 1.2 core schema ourselves;
+            # quoted ones are strings.
+            return value if event.style else resolve_plain(value)
+        if tag not in _SCALAR_TAGS:
+            raise self.fail(event, f"unsupported YAML tag {tag!r}", path)
+        if tag == _STR_TAG:
+            return value
         resolved: Any = resolve_plain(value)
-        expected = node.tag.rsplit(":", 1)[-1]
+        expected = tag.rsplit(":", 1)[-1]
         kinds: dict[str, type | tuple[type, ...]] = {
             "int": int,
             "float": (int, float),
@@ -349,7 +423,7 @@ class _Builder:
         if not isinstance(resolved, kinds[expected]) or (
             expected == "int" and isinstance(resolved, bool)
         ):
-            raise self.fail(node, f"{value!r} is not a valid !!{expected}", path)
+            raise self.fail(event, f"{value!r} is not a valid !!{expected}", path)
         if expected == "float":
             return float(value) if _FLOAT.match(value) or _INT.match(value) else resolved
         return resolved

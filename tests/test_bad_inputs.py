@@ -27,7 +27,7 @@ EXPECTED: dict[str, list[str]] = {
         "duplicate_key.yaml:6:5: $.jobs[0].prompt: duplicate key 'prompt' (first defined on line 4)"
     ],
     "alias_bomb.yaml": [
-        "alias_bomb.yaml:1:1: $: YAML aliases expand to more than 2,000,000 values "
+        "alias_bomb.yaml:8:43: $: YAML aliases expand to more than 2,000,000 values "
         "(an alias bomb?); refusing to load"
     ],
     "binary_garbage.yaml": [
@@ -153,7 +153,7 @@ def test_plan_refuses_bad_input_the_same_way(run, data_dir: Path, name: str) -> 
 def test_alias_bomb_is_refused_fast(run, data_dir: Path) -> None:
     started = time.perf_counter()
     run(["ruxa-batch", "validate", "data/alias_bomb.yaml"])
-    assert time.perf_counter() - started < 2.0
+    assert time.perf_counter() - started < 0.5
 
 
 def test_deep_nesting_is_refused_not_crashed(run, hermetic: Path) -> None:
@@ -177,7 +177,9 @@ def test_recursive_alias(run, hermetic: Path) -> None:
     (hermetic / "loop.yaml").write_text("version: 1\njobs: &a [*a]\n")
     result = run(["ruxa-batch", "validate", "loop.yaml"])
     assert result.code == 2
-    assert result.err == "loop.yaml:2:7: $: recursive YAML alias: a node refers to itself\n"
+    assert (
+        result.err == "loop.yaml:2:11: $.jobs[0]: recursive YAML alias: a node refers to itself\n"
+    )
 
 
 def test_file_over_10_mb_is_refused_without_parsing(run, hermetic: Path) -> None:

@@ -27,13 +27,23 @@ def test_scalars_follow_yaml_1_2() -> None:
         "i": "12",
         "j": 31,
         "k": math.inf,
-        "l": 7,
+        "l": "7",
     }
 
 
 def test_merge_keys_explicit_wins() -> None:
     doc = parse_yaml("base: &b {x: 1, y: 2}\nm:\n  <<: *b\n  y: 3\n", display="t.yaml")
     assert doc.data["m"] == {"x": 1, "y": 3}
+    # A merged value is located where it is written, inside the anchored mapping.
+    assert doc.locate(("m", "x")) == (1, 14)
+    assert doc.locate(("m", "y")) == (4, 6)
+
+
+def test_aliased_values_are_located_at_their_anchor() -> None:
+    doc = parse_yaml("a: &u [x, {k: v}]\nb: *u\n", display="t.yaml")
+    assert doc.data["b"] == ["x", {"k": "v"}]
+    assert doc.locate(("b", 1, "k")) == (1, 15)
+    assert doc.locate(("b",)) == (2, 4)
 
 
 def test_locations_of_values_and_keys() -> None:
