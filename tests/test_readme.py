@@ -1,0 +1,33 @@
+"""The README's examples stay true."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from conftest import REPO
+
+
+def yaml_blocks() -> list[str]:
+    text = (REPO / "README.md").read_text("utf-8")
+    return re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+
+
+def test_format_example_in_readme_is_valid(run, hermetic: Path) -> None:
+    block = next(b for b in yaml_blocks() if b.lstrip().startswith("# yaml-language-server"))
+    (hermetic / "readme.yaml").write_text(block)
+    (hermetic / "products.csv").write_text("sku\nmug\ncap\n")
+    result = run(["ruxa-batch", "validate", "readme.yaml"])
+    assert (result.code, result.err) == (0, "")
+    assert result.out == "readme.yaml: ok, 6 jobs\n"
+
+
+def test_validation_sample_in_readme_matches_the_real_output(run, hermetic: Path) -> None:
+    text = (REPO / "README.md").read_text("utf-8")
+    sample = re.search(r"\$ ruxa-batch validate manifests/spring.yaml\n(.*?)```", text, flags=re.S)
+    assert sample is not None
+    (hermetic / "manifests").mkdir()
+    source = (REPO / "tests" / "data" / "several_problems.yaml").read_text()
+    (hermetic / "manifests" / "spring.yaml").write_text(source)
+    result = run(["ruxa-batch", "validate", "manifests/spring.yaml"])
+    assert result.err == sample.group(1)
