@@ -46,24 +46,15 @@ def did_you_mean(candidates: list[str]) -> str:
 
 def show(value: Any, *, width: int = 60) -> str:
     """A short, safe rendering of a user value for an error message."""
-    text = repr(value) if isinstance(value, str) else _type_word(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        text = repr(value)
     if isinstance(value, bool):
         text = "true" if value else "false"
+    elif isinstance(value, (str, int, float)):
+        text = repr(value)
+    else:
+        text = type_name(value)
     if len(text) > width:
         text = text[: width - 4] + "...'"
     return text
-
-
-def _type_word(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return type(value).__name__
 
 
 def type_name(value: Any) -> str:
