@@ -5,14 +5,25 @@ The command-line layer (:mod:`ruxa_batch.cli`) only turns flags into settings an
 
 from __future__ import annotations
 
+import json
 import sys
 from importlib import resources
+from pathlib import Path
 
 from ruxa_batch.errors import EXIT_INVALID, EXIT_OK, UsageError, emit
-from ruxa_batch.manifest import check_manifest, display_path, load_manifest
+from ruxa_batch.manifest import Manifest, check_manifest, display_path, load_manifest
 from ruxa_batch.plan import make_plan, render
+from ruxa_batch.results import build_table, to_csv, to_json, write_atomic
 from ruxa_batch.schema import schema_text
-from ruxa_batch.settings import InitSettings, PlanSettings, ValidateSettings
+from ruxa_batch.settings import (
+    InitSettings,
+    PlanSettings,
+    ResultsSettings,
+    RunFlags,
+    StatusSettings,
+    ValidateSettings,
+)
+from ruxa_batch.state import JobRecord, StateStore, output_dir_for, state_path_for
 from ruxa_batch.template import slugify
 
 
@@ -36,10 +47,81 @@ def validate(settings: ValidateSettings) -> int:
     return EXIT_INVALID if failed else EXIT_OK
 
 
+def _records(manifest: Manifest, state: Path | None, *, sandbox: bool) -> dict[str, JobRecord]:
+    """The recorded jobs of a manifest's state file (none if it does not exist yet)."""
+    path = state_path_for(output_dir_for(manifest.output.dir, sandbox=sandbox), state)
+    if not path.exists():
+        return {}
+    store = StateStore(path, readonly=True)
+    try:
+        return store.job_records() if store.schema_version() else {}
+    finally:
+        store.close()
+
+
 def plan(settings: PlanSettings) -> int:
     """Print what ``run`` would do with each job of the manifest."""
     manifest = load_manifest(settings.path, max_jobs=settings.max_jobs)
-    emit([render(make_plan(manifest), settings.format)], sys.stdout)
+    records = _records(manifest, settings.state, sandbox=settings.sandbox)
+    emit([render(make_plan(manifest, records), settings.format)], sys.stdout)
+    return EXIT_OK
+
+
+def run(flags: RunFlags) -> int:
+    """Run the manifest's jobs (see :mod:`ruxa_batch.runner`)."""
+    from ruxa_batch.runner import run_batch
+
+    return run_batch(flags)
+
+
+def status(settings: StatusSettings) -> int:
+    """Counts per status and the jobs that are not done, from the state file alone."""
+    manifest = load_manifest(settings.path, max_jobs=settings.max_jobs)
+    table = build_table(manifest, _records(manifest, settings.state, sandbox=settings.sandbox))
+    counts = table.counts()
+    not_done = [row for row in table.rows if row["status"] != "succeeded"]
+    if settings.format == "json":
+        document = {
+            "name": manifest.name,
+            "manifest": display_path(manifest.path),
+            "counts": counts,
+            "possible_duplicates": table.possible_duplicates(),
+            "not_done": [
+                {key: row[key] for key in ("id", "variant", "status", "task_id", "error", "key")}
+                for row in not_done
+            ],
+        }
+        emit([json.dumps(document, indent=2, ensure_ascii=False)], sys.stdout)
+        return EXIT_OK
+    lines = [
+        f"{manifest.name}: {plural(len(table.rows), 'job')}: "
+        + ", ".join(f"{count:,} {name}" for name, count in counts.items())
+        + f"; possible duplicates: {table.possible_duplicates():,}"
+    ]
+    if not_done:
+        lines.append("not done:")
+        for row in not_done:
+            error = f"  {row['error']}" if row["error"] else ""
+            lines.append(f"  {row['status']:<9} {row['id']} (variant {row['variant']}){error}")
+    emit(lines, sys.stdout)
+    return EXIT_OK
+
+
+def results(settings: ResultsSettings) -> int:
+    """Print or write the results table, from the state file alone."""
+    manifest = load_manifest(settings.path, max_jobs=settings.max_jobs)
+    table = build_table(manifest, _records(manifest, settings.state, sandbox=settings.sandbox))
+    summary = {**table.counts(), "jobs": len(table.rows)}
+    text = to_json(table, summary) if settings.format == "json" else to_csv(table)
+    if settings.output is None:
+        sys.stdout.write(text)
+        return EXIT_OK
+    try:
+        write_atomic(settings.output, text)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UsageError(f"cannot write {settings.output}: {reason}") from None
+    emit([f"wrote {settings.output}"], sys.stdout)
     return EXIT_OK
 
 

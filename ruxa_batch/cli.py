@@ -24,6 +24,19 @@ _max_jobs_option = click.option(
 )
 
 
+_state_option = click.option(
+    "--state",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="State file. [default: <output.dir>/.ruxa-batch.sqlite]",
+)
+_sandbox_state_option = click.option(
+    "--sandbox",
+    is_flag=True,
+    help="Read the state of the sandbox runs (kept apart in <output.dir>.sandbox).",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="ruxa-batch")
 def cli() -> None:
@@ -34,6 +47,7 @@ def cli() -> None:
       ruxa-batch init manifest.yaml         write a commented starter manifest
       ruxa-batch validate manifest.yaml     check it, with errors that point at lines
       ruxa-batch plan manifest.yaml         see every job it expands to
+      ruxa-batch run manifest.yaml --sandbox   try it on a local sandbox of the API
     """
 
 
@@ -68,7 +82,9 @@ def validate(manifests: tuple[Path, ...], max_jobs: int, quiet: bool) -> int:
     help="markdown is meant to be pasted into a pull request.",
 )
 @_max_jobs_option
-def plan(manifest: Path, fmt: str, max_jobs: int) -> int:
+@_state_option
+@_sandbox_state_option
+def plan(manifest: Path, fmt: str, max_jobs: int, state: Path | None, sandbox: bool) -> int:
     """Show every job the manifest expands to and what `run` would do with it.
 
     Needs no network and no API key.
@@ -80,7 +96,177 @@ def plan(manifest: Path, fmt: str, max_jobs: int) -> int:
     from ruxa_batch import app
     from ruxa_batch.settings import PlanSettings
 
-    return app.plan(PlanSettings(path=manifest, format=fmt, max_jobs=max_jobs))
+    return app.plan(
+        PlanSettings(path=manifest, format=fmt, max_jobs=max_jobs, state=state, sandbox=sandbox)
+    )
+
+
+@cli.command()
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option(
+    "--base-url",
+    default=None,
+    help="API base URL. [default: $RUXA_BASE_URL, else https://api.ruxa.ai]",
+)
+@click.option(
+    "--api-key-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Read the API key from this file instead of $RUXA_API_KEY.",
+)
+@_state_option
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="HTTP requests in flight at once. [default: run.concurrency, else 8]",
+)
+@click.option(
+    "--rate-limit",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="API requests per second, creates and queries together. [default: run.rate_limit or 10]",
+)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds before a task's first status query. [default: run.poll_interval, else 3]",
+)
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(1, 20),
+    default=None,
+    help="Tasks tried per job before it is failed. [default: run.max_attempts, else 3]",
+)
+@click.option(
+    "--task-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds a task may stay unfinished before it counts as failed. [default: 900]",
+)
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Resubmit jobs that failed in earlier runs (with a fresh set of attempts).",
+)
+@click.option(
+    "--at-most-once",
+    is_flag=True,
+    help="Never resubmit a create whose answer was lost; mark the job uncertain instead.",
+)
+@click.option(
+    "--retry-uncertain",
+    is_flag=True,
+    help="Resubmit uncertain jobs (each is flagged as a possible duplicate).",
+)
+@click.option(
+    "--no-download", is_flag=True, help="Record result URLs without downloading the pictures."
+)
+@click.option(
+    "--max-download-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=100.0,
+    show_default=True,
+    help="Largest result file accepted.",
+)
+@_max_jobs_option
+@click.option(
+    "--sandbox",
+    is_flag=True,
+    help="Run against a local sandbox of the API: no account, no cost, fake pictures.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Print every task created and every job finished."
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Force the progress bar on or off. [default: a bar on a terminal, log lines otherwise]",
+)
+def run(manifest: Path, **flags: object) -> int:
+    """Submit, poll and download every job of MANIFEST; resume where the last run stopped.
+
+    Safe to stop at any moment (Ctrl-C, kill, a lost network, an empty credit balance): run
+    the same command again and it continues, never paying twice for a job that has a task.
+
+    \b
+    Example:
+      export RUXA_API_KEY=sk-...
+      ruxa-batch run manifests/example.yaml
+      ruxa-batch run manifests/example.yaml --sandbox     # try it locally, no account
+    """
+    from ruxa_batch import app
+    from ruxa_batch.settings import RunFlags
+
+    options = dict(flags)
+    options["download"] = not options.pop("no_download")
+    return app.run(RunFlags(path=manifest, **options))  # type: ignore[arg-type]
+
+
+@cli.command()
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@_state_option
+@_sandbox_state_option
+@_max_jobs_option
+def status(manifest: Path, fmt: str, state: Path | None, sandbox: bool, max_jobs: int) -> int:
+    """Show how many jobs are in each status and which are not done, from the state file.
+
+    Needs no network and no API key.
+
+    \b
+    Example:
+      ruxa-batch status manifests/example.yaml --format json
+    """
+    from ruxa_batch import app
+    from ruxa_batch.settings import StatusSettings
+
+    return app.status(
+        StatusSettings(path=manifest, format=fmt, state=state, max_jobs=max_jobs, sandbox=sandbox)
+    )
+
+
+@cli.command()
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write to this file instead of standard output.",
+)
+@_state_option
+@_sandbox_state_option
+@_max_jobs_option
+def results(
+    manifest: Path, fmt: str, output: Path | None, state: Path | None, sandbox: bool, max_jobs: int
+) -> int:
+    """Print the results table (one row per job), from the state file alone.
+
+    \b
+    Example:
+      ruxa-batch results manifests/example.yaml --format json -o results.json
+    """
+    from ruxa_batch import app
+    from ruxa_batch.settings import ResultsSettings
+
+    return app.results(
+        ResultsSettings(
+            path=manifest,
+            format=fmt,
+            output=output,
+            state=state,
+            max_jobs=max_jobs,
+            sandbox=sandbox,
+        )
+    )
 
 
 @cli.command()

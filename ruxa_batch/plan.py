@@ -1,6 +1,9 @@
 """What ``run`` would do with each job, and the plan's renderings (text, JSON, markdown).
 
-Until a state file exists for the manifest, every job is ``submit``.
+The plan reads the state file (if any) but never writes it and never touches the network:
+``submit`` (no task yet), ``done`` (succeeded), ``running`` (has a live task), ``retry`` (failed;
+resubmitted with ``--retry-failed``), ``uncertain`` (a create whose fate is unknown), and
+``orphaned`` for state rows whose job is no longer in the manifest.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ruxa_batch.manifest import Job, Manifest, display_path
+from ruxa_batch.state import FAILED, SUCCEEDED, UNCERTAIN, JobRecord
 
 ACTIONS = ("submit", "retry", "uncertain", "running", "done", "orphaned")
 
@@ -29,10 +33,12 @@ class Plan:
 
     manifest: Manifest
     items: tuple[PlannedJob, ...]
+    orphaned: tuple[JobRecord, ...] = ()
 
     def totals(self) -> dict[str, int]:
         """Jobs per action, in :data:`ACTIONS` order, leaving out actions with no job."""
         counts = Counter(item.action for item in self.items)
+        counts["orphaned"] = len(self.orphaned)
         return {action: counts[action] for action in ACTIONS if counts[action]}
 
     @property
@@ -41,9 +47,28 @@ class Plan:
         return sum(1 for item in self.items if item.action in ("submit", "retry"))
 
 
-def make_plan(manifest: Manifest) -> Plan:
-    """The plan for ``manifest`` with no state recorded yet: every job is submitted."""
-    return Plan(manifest, tuple(PlannedJob(job, "submit") for job in manifest.jobs))
+def action_for(record: JobRecord | None) -> str:
+    """What ``run`` (without --retry-* flags) would do with a job in this state."""
+    if record is None:
+        return "submit"
+    if record.open_attempt is not None or record.status == UNCERTAIN:
+        return "uncertain"
+    if record.status == SUCCEEDED:
+        return "done"
+    if record.status == FAILED:
+        return "retry"
+    if record.status == "running" and record.task_id is not None:
+        return "running"
+    return "submit"
+
+
+def make_plan(manifest: Manifest, records: dict[str, JobRecord] | None = None) -> Plan:
+    """The plan for ``manifest`` against the recorded state (none: every job is submitted)."""
+    known = records or {}
+    items = tuple(PlannedJob(job, action_for(known.get(job.key))) for job in manifest.jobs)
+    keys = {job.key for job in manifest.jobs}
+    orphaned = tuple(record for key, record in known.items() if key not in keys)
+    return Plan(manifest, items, orphaned)
 
 
 def render(plan: Plan, fmt: str) -> str:
@@ -89,6 +114,11 @@ def render_text(plan: Plan) -> str:
     for row in (header, *rows):
         cells = [row[col].ljust(widths[col]) for col in range(6)]
         lines.append("  ".join([*cells, row[6]]).rstrip())
+    for record in plan.orphaned:
+        lines.append(
+            f"orphaned  {record.id} (variant {record.variant}, {record.status}): "
+            "in the state file but no longer in the manifest"
+        )
     lines += [
         "",
         f"Totals: {_totals_text(plan)}",
@@ -123,6 +153,16 @@ def render_json(plan: Plan) -> str:
         "totals": plan.totals(),
         "tasks_to_create": plan.to_create,
         "jobs": [_job_record(item) for item in plan.items],
+        "orphaned": [
+            {
+                "id": r.id,
+                "variant": r.variant,
+                "key": r.key,
+                "status": r.status,
+                "task_id": r.task_id,
+            }
+            for r in plan.orphaned
+        ],
     }
     return json.dumps(document, indent=2, ensure_ascii=False)
 

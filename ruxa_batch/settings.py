@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ruxa_batch.manifest import DEFAULT_MAX_JOBS
 
@@ -24,6 +25,8 @@ class PlanSettings:
     path: Path
     format: str = "text"  # text | json | markdown
     max_jobs: int = DEFAULT_MAX_JOBS
+    state: Path | None = None
+    sandbox: bool = False
 
 
 @dataclass(frozen=True)
@@ -31,3 +34,52 @@ class InitSettings:
     """``ruxa-batch init``."""
 
     path: Path
+
+
+@dataclass(frozen=True)
+class RunFlags:
+    """``ruxa-batch run``: the flags as given (None where a flag was not given)."""
+
+    path: Path
+    base_url: str | None = None
+    api_key_file: Path | None = None
+    state: Path | None = None
+    concurrency: int | None = None
+    rate_limit: float | None = None
+    poll_interval: float | None = None
+    max_attempts: int | None = None
+    task_timeout: float | None = None
+    retry_failed: bool = False
+    at_most_once: bool = False
+    retry_uncertain: bool = False
+    download: bool = True
+    max_download_mb: float = 100.0
+    max_jobs: int = DEFAULT_MAX_JOBS
+    sandbox: bool = False
+    sandbox_options: tuple[tuple[str, Any], ...] = ()
+    quiet: bool = False
+    verbose: bool = False
+    progress: bool | None = None  # None: a bar on a terminal, log lines otherwise
+
+
+@dataclass(frozen=True)
+class StatusSettings:
+    """``ruxa-batch status``."""
+
+    path: Path
+    format: str = "text"
+    state: Path | None = None
+    max_jobs: int = DEFAULT_MAX_JOBS
+    sandbox: bool = False
+
+
+@dataclass(frozen=True)
+class ResultsSettings:
+    """``ruxa-batch results``."""
+
+    path: Path
+    format: str = "csv"
+    output: Path | None = None
+    state: Path | None = None
+    max_jobs: int = DEFAULT_MAX_JOBS
+    sandbox: bool = False

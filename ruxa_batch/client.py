@@ -1,0 +1,330 @@
+"""The Ruxa API client: HTTP in, typed outcomes out. This is where a 429 gets handled.
+
+Every answer is read twice: the HTTP status *and* the body's ``code`` (the API family sends
+errors either way), and an answer that is not JSON at all (a proxy's HTML page) is its own error.
+Creates and status queries pass through the shared :class:`~ruxa_batch.ratelimit.RateLimiter`;
+every request holds one slot of the connection pool, so only ``concurrency`` are open at once.
+
+The API key lives only in the client's headers: no error message, log line or exception built
+here contains it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ruxa_batch.ratelimit import RateLimiter
+
+CREATE_PATH = "/api/v1/tasks/create"
+QUERY_PATH = "/api/v1/tasks/query/"
+SUCCESS_STATES = {"success", "completed"}
+RUNNING_STATES = {"waiting", "queuing", "generating"}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+class ApiError(Exception):
+    """The API answered, with an error."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class AuthRejected(ApiError):
+    """401: the key is missing or invalid."""
+
+
+class CreditsExhausted(ApiError):
+    """402: not enough credits."""
+
+
+class NotFound(ApiError):
+    """404: no such task (or endpoint)."""
+
+
+class InvalidRequest(ApiError):
+    """422: the request's parameters are invalid; repeating it cannot help."""
+
+
+class RateLimited(ApiError):
+    """429: too many requests."""
+
+    def __init__(self, status: int, message: str, retry_after: float | None) -> None:
+        super().__init__(status, message)
+        self.retry_after = retry_after
+
+
+class ServerError(ApiError):
+    """5xx (or an unknown error code): the server failed."""
+
+
+class BadAnswer(Exception):
+    """The answer is not the JSON the API documents (e.g. a proxy's HTML error page)."""
+
+
+class NotSent(Exception):
+    """The request never left: connecting failed. Always safe to repeat."""
+
+
+class NoAnswer(Exception):
+    """The request may have reached the server, but no answer came (timeout, dropped connection)."""
+
+
+class DownloadRejected(Exception):
+    """A result file that is not acceptable (too big, not a PNG or JPEG, not http(s))."""
+
+
+class UrlExpired(Exception):
+    """A result URL answered 403 or 404: it has expired."""
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """A task's status as the query endpoint reports it."""
+
+    task_id: str
+    state: str  # normalised: success | fail | running | unknown:<raw>
+    raw_state: str
+    result_urls: tuple[str, ...]
+    fail_code: str | None
+    fail_msg: str | None
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    """A result file written to disk."""
+
+    path: Path
+    size: int
+    sha256: str
+
+
+_ERRORS: dict[int, type[ApiError]] = {
+    401: AuthRejected,
+    402: CreditsExhausted,
+    404: NotFound,
+    422: InvalidRequest,
+}
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date: rare for APIs; fall back to our own backoff
+
+
+def _raise_for(status: int, message: str, headers: Mapping[str, str]) -> None:
+    if status == 429:
+        raise RateLimited(status, message, _retry_after(headers.get("retry-after")))
+    error = _ERRORS.get(status)
+    if error is not None:
+        raise error(status, message)
+    raise ServerError(status, message)
+
+
+def _short(text: str, width: int = 200) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 3] + "..."
+
+
+class RuxaClient:
+    """Talks to one Ruxa API endpoint."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str,
+        concurrency: int,
+        limiter: RateLimiter,
+        timeout: float = 60.0,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.limiter = limiter
+        self.slots = asyncio.Semaphore(concurrency)
+        self.requests = 0
+        # Sent on API calls only: result URLs point at a CDN that must never see the key.
+        self._auth = {"Authorization": f"Bearer {api_key}"}
+        self._http = httpx.AsyncClient(
+            headers={"User-Agent": "ruxa-batch"},
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+            timeout=httpx.Timeout(timeout, connect=connect_timeout, pool=None),
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    async def aclose(self) -> None:
+        """Close every connection."""
+        await self._http.aclose()
+
+    async def _api(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        await self.limiter.acquire()
+        async with self.slots:
+            self.requests += 1
+            try:
+                response = await self._http.request(
+                    method, self.base_url + path, json=body, headers=self._auth
+                )
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                raise NotSent(
+                    f"could not connect to {self.base_url}: {type(exc).__name__}"
+                ) from None
+            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+                raise NoAnswer(f"no answer from {self.base_url}: {type(exc).__name__}") from None
+        try:
+            document = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            # A 4xx is definitive whoever sent it; a 5xx page that is not the API's JSON comes
+            # from something in between (a proxy), which may have passed the request on.
+            if 400 <= response.status_code < 500:
+                _raise_for(response.status_code, f"HTTP {response.status_code}", response.headers)
+            kind = response.headers.get("content-type", "unknown").split(";")[0]
+            sample = _short(response.text, 80)
+            raise BadAnswer(
+                f"HTTP {response.status_code} answer is not JSON ({kind}): {sample}"
+            ) from None
+        if not isinstance(document, dict):
+            raise BadAnswer(f"HTTP {response.status_code} answer is not a JSON object")
+        code = document.get("code", response.status_code)
+        message = str(document.get("message") or document.get("msg") or "")
+        if response.status_code >= 400:
+            _raise_for(
+                response.status_code, message or f"HTTP {response.status_code}", response.headers
+            )
+        if isinstance(code, int) and code != 200:
+            # An error sent as HTTP 200 with the code in the body: same meaning as the status.
+            _raise_for(code, message or f"code {code}", response.headers)
+        if response.status_code == 429:  # pragma: no cover - handled above
+            raise RateLimited(429, message, None)
+        self.limiter.on_success()
+        return document
+
+    async def create(self, body: Mapping[str, Any]) -> str:
+        """Create a task; returns its ID."""
+        try:
+            document = await self._api("POST", CREATE_PATH, body)
+        except RateLimited as exc:
+            self.limiter.on_rate_limited(exc.retry_after)
+            raise
+        data = document.get("data")
+        task_id = data.get("taskId") if isinstance(data, dict) else None
+        if not isinstance(task_id, str) or not task_id:
+            raise BadAnswer("the create answer has no data.taskId")
+        return task_id
+
+    async def query(self, task_id: str) -> TaskInfo:
+        """A task's current status."""
+        try:
+            document = await self._api("GET", QUERY_PATH + task_id)
+        except RateLimited as exc:
+            self.limiter.on_rate_limited(exc.retry_after)
+            raise
+        data = document.get("data")
+        if not isinstance(data, dict):
+            raise BadAnswer("the query answer has no data object")
+        return parse_task(task_id, data)
+
+    async def download(self, url: str, dest: Path, *, max_bytes: int) -> Downloaded:
+        """Stream ``url`` to ``dest`` through a temporary file; only PNG or JPEG is accepted."""
+        if not url.lower().startswith(("http://", "https://")):
+            raise DownloadRejected(f"result URL is not http(s): {_short(url, 80)}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        partial = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+        digest = hashlib.sha256()
+        size = 0
+        async with self.slots:
+            self.requests += 1
+            try:
+                async with self._http.stream("GET", url) as response:
+                    if response.status_code in (403, 404, 410):
+                        raise UrlExpired(f"HTTP {response.status_code}")
+                    if response.status_code != 200:
+                        raise ServerError(response.status_code, "download failed")
+                    declared = response.headers.get("content-length")
+                    if declared and declared.isdigit() and int(declared) > max_bytes:
+                        raise DownloadRejected(
+                            f"result file is {int(declared):,} bytes, over the "
+                            f"{max_bytes:,}-byte limit"
+                        )
+                    with partial.open("wb") as handle:
+                        head = b""
+                        async for chunk in response.aiter_bytes():
+                            size += len(chunk)
+                            if size > max_bytes:
+                                raise DownloadRejected(
+                                    f"result file is over the {max_bytes:,}-byte limit"
+                                )
+                            if len(head) < 8:
+                                head += chunk[: 8 - len(head)]
+                            digest.update(chunk)
+                            handle.write(chunk)
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                    if not (head.startswith(PNG_MAGIC) or head.startswith(JPEG_MAGIC)):
+                        raise DownloadRejected("result file is neither a PNG nor a JPEG")
+                os.replace(partial, dest)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                raise NotSent(
+                    f"could not connect to download a result: {type(exc).__name__}"
+                ) from None
+            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+                raise NoAnswer(f"download interrupted: {type(exc).__name__}") from None
+            finally:
+                if partial.exists():
+                    partial.unlink()
+        return Downloaded(dest, size, digest.hexdigest())
+
+
+def parse_task(task_id: str, data: Mapping[str, Any]) -> TaskInfo:
+    """Read a query answer's ``data``; every field beyond taskId, state, resultJson is optional."""
+    raw_state = str(data.get("state") or "")
+    state = raw_state.lower()
+    if state in SUCCESS_STATES:
+        normalised = "success"
+    elif state == "fail":
+        normalised = "fail"
+    elif state in RUNNING_STATES:
+        normalised = "running"
+    else:
+        normalised = f"unknown:{raw_state}"
+    urls: tuple[str, ...] = ()
+    result_json = data.get("resultJson")
+    if isinstance(result_json, str) and result_json.strip():
+        try:
+            parsed = json.loads(result_json)
+        except json.JSONDecodeError:
+            raise BadAnswer("resultJson is not valid JSON") from None
+        found = parsed.get("resultUrls") if isinstance(parsed, dict) else None
+        if isinstance(found, list):
+            urls = tuple(str(url) for url in found if isinstance(url, str))
+    elif isinstance(result_json, dict):  # tolerate an object where the docs promise a string
+        found = result_json.get("resultUrls")
+        if isinstance(found, list):
+            urls = tuple(str(url) for url in found if isinstance(url, str))
+    if normalised == "success" and not urls:
+        raise BadAnswer("the task succeeded but its resultJson lists no resultUrls")
+    fail_code = data.get("failCode")
+    fail_msg = data.get("failMsg")
+    return TaskInfo(
+        task_id=task_id,
+        state=normalised,
+        raw_state=raw_state,
+        result_urls=urls,
+        fail_code=None if fail_code in (None, "") else str(fail_code),
+        fail_msg=None if fail_msg in (None, "") else str(fail_msg),
+    )

@@ -1,0 +1,486 @@
+"""The run engine: drives every job from "pending" to "succeeded" (or "failed"), crash-safely.
+
+Each job is one coroutine that walks the job's life: create a task (write-ahead, see
+:mod:`ruxa_batch.state`), poll it with per-task backoff, download its pictures, record them.
+Every step's outcome is committed to the state file before the next step starts, so killing the
+process at any instant loses nothing: the next run reads the state and continues.
+
+Tasks in flight are not connections in flight: thousands of tasks may be running on the server,
+while the client keeps only ``concurrency`` requests open and shares one rate limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ruxa_batch.client import (
+    ApiError,
+    AuthRejected,
+    BadAnswer,
+    CreditsExhausted,
+    DownloadRejected,
+    InvalidRequest,
+    NoAnswer,
+    NotFound,
+    NotSent,
+    RateLimited,
+    RuxaClient,
+    ServerError,
+    UrlExpired,
+)
+from ruxa_batch.manifest import Job, Manifest
+from ruxa_batch.state import (
+    AMBIGUOUS,
+    FAILED,
+    PENDING,
+    REJECTED,
+    SUCCEEDED,
+    UNCERTAIN,
+    JobRecord,
+    StateStore,
+)
+
+# How many times in a row one request may fail on the network or with a 5xx before the job is
+# left for a later run, and the longest pause between tries.
+TRANSIENT_TRIES = 6
+MAX_BACKOFF = 30.0
+MAX_POLL_DELAY = 30.0
+POLL_GROWTH = 1.5
+CALLBACK_POLL_FACTOR = 4.0
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """What the engine needs to know beyond the manifest."""
+
+    output_dir: Path
+    poll_interval: float
+    max_attempts: int
+    task_timeout: float
+    retry_failed: bool
+    at_most_once: bool
+    retry_uncertain: bool
+    download: bool
+    max_download_bytes: int
+    backoff_base: float = 1.0
+    seed: int | None = None
+
+
+@dataclass
+class RunOutcome:
+    """What happened during one run."""
+
+    tasks_created: int = 0
+    stopped_by: str | None = None  # "credits" | "auth" | "interrupted"
+    not_submitted: int = 0
+    unknown_states: set[str] = field(default_factory=set)
+
+
+class AuthStop(Exception):
+    """401: the whole run stops at once."""
+
+
+class Events:
+    """Hooks for progress display; the default does nothing."""
+
+    def job_started(self, job: Job) -> None:
+        """A job's first request is about to go out in this run."""
+
+    def job_submitted(self, job: Job, task_id: str) -> None:
+        """A task was created for ``job``."""
+
+    def job_finished(self, job: Job, status: str, message: str | None) -> None:
+        """``job`` reached a status this run will not change (or was left for a later run)."""
+
+    def warn(self, message: str) -> None:
+        """Something the user should know about."""
+
+
+class Engine:
+    """Runs the jobs of one manifest against one API endpoint."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        store: StateStore,
+        client: RuxaClient,
+        options: EngineOptions,
+        *,
+        events: Events | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.manifest = manifest
+        self.store = store
+        self.client = client
+        self.options = options
+        self.events = events or Events()
+        self.clock = clock
+        self.outcome = RunOutcome()
+        self.stop_creating = False
+        self.rng = random.Random(options.seed)
+        self.callback = manifest.callback_url is not None
+
+    # -- the run ---------------------------------------------------------------------------
+
+    def recover(self, records: dict[str, JobRecord]) -> None:
+        """Settle creates that a previous run sent but never saw answered (ambiguous)."""
+        for job in self.manifest.jobs:
+            record = records.get(job.key)
+            if record is None or record.open_attempt is None:
+                continue
+            self.store.close_attempt(
+                job.key,
+                record.open_attempt,
+                AMBIGUOUS,
+                "a run stopped before the API answered this create",
+            )
+            if self.options.at_most_once and not self.options.retry_uncertain:
+                self.store.set_status(
+                    job.key,
+                    UNCERTAIN,
+                    error="a create may have reached the API but its answer was lost; "
+                    "rerun with --retry-uncertain to submit it again",
+                    possible_duplicate=True,
+                )
+            else:
+                self.store.set_status(job.key, PENDING, possible_duplicate=True)
+
+    def initial_work(self, records: dict[str, JobRecord]) -> list[tuple[Job, JobRecord | None]]:
+        """Decide, from the state alone, which jobs this run has to drive."""
+        work: list[tuple[Job, JobRecord | None]] = []
+        for job in self.manifest.jobs:
+            record = records.get(job.key)
+            if record is None or record.status in (PENDING, "running"):
+                work.append((job, record))
+            elif record.status == SUCCEEDED:
+                if self.options.download and not self.files_present(record):
+                    work.append((job, record))
+            elif record.status == FAILED and self.options.retry_failed:
+                self.store.set_status(job.key, PENDING, reset_attempts=True)
+                work.append((job, None))
+            elif record.status == UNCERTAIN and self.options.retry_uncertain:
+                self.store.set_status(job.key, PENDING, possible_duplicate=True)
+                work.append((job, None))
+        return work
+
+    def files_present(self, record: JobRecord) -> bool:
+        """Whether a succeeded job's pictures are still on disk."""
+        if not record.files:
+            return not self.options.download
+        return all((self.options.output_dir / name).is_file() for name in record.files)
+
+    async def run(self) -> RunOutcome:
+        """Drive every job that needs it; returns when all are done or the run must stop."""
+        self.store.ensure_jobs(
+            (job.key, job.id, job.variant, json.dumps(self.body(job), sort_keys=True))
+            for job in self.manifest.jobs
+        )
+        self.recover(self.store.job_records())
+        work = self.initial_work(self.store.job_records())
+        tasks = [asyncio.ensure_future(self.drive(job, record)) for job, record in work]
+        try:
+            pending: set[asyncio.Future[None]] = set(tasks)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+                failure = next((t.exception() for t in done if t.exception() is not None), None)
+                if failure is not None:
+                    if isinstance(failure, AuthStop):
+                        self.outcome.stopped_by = "auth"
+                        self.stop_creating = True
+                    await _cancel_all(pending)
+                    if not isinstance(failure, AuthStop):
+                        raise failure
+                    break
+        except asyncio.CancelledError:
+            await _cancel_all(set(tasks))
+            raise
+        return self.outcome
+
+    def body(self, job: Job) -> dict[str, object]:
+        """The create request body for ``job`` (the same bytes every time)."""
+        body: dict[str, object] = {
+            "model": self.manifest.model,
+            "input": self.manifest.request_input(job),
+        }
+        if self.manifest.callback_url:
+            body["callback_url"] = self.manifest.callback_url
+        return body
+
+    async def drive(self, job: Job, record: JobRecord | None) -> None:
+        """One job's whole life in this run."""
+        self.events.job_started(job)
+        attempts = record.attempts if record is not None else 0
+        task_id = record.task_id if record is not None and record.status != PENDING else None
+        if record is not None and record.status == SUCCEEDED:
+            await self.fetch(job, task_id, list(record.result_urls))
+            return
+        if task_id is not None:
+            # A task from an earlier run: if it is already known to have succeeded, go straight
+            # to the download; otherwise keep watching it.
+            recorded, recorded_urls = self.store.task_state(task_id)
+            if recorded == "success" and recorded_urls:
+                await self.fetch(job, task_id, list(recorded_urls))
+                return
+            if recorded in ("fail", "timeout"):
+                task_id = None
+        while True:
+            if task_id is None:
+                if attempts >= self.options.max_attempts:
+                    self.finish(job, FAILED, f"gave up after {attempts} tasks")
+                    return
+                task_id = await self.submit(job)
+                if task_id is None:
+                    return
+                attempts += 1
+                self.events.job_submitted(job, task_id)
+            state, urls, message = await self.watch(job, task_id)
+            if state == "success":
+                await self.fetch(job, task_id, urls)
+                return
+            if state == "unfinished":
+                self.events.job_finished(job, "running", message)
+                return
+            # The task failed or timed out: a new attempt, if any is left.
+            if attempts >= self.options.max_attempts:
+                self.finish(job, FAILED, message)
+                return
+            task_id = None
+
+    def finish(self, job: Job, status: str, message: str | None) -> None:
+        """Record a final status for this run and report it."""
+        self.store.set_status(job.key, status, error=message)
+        self.events.job_finished(job, status, message)
+
+    async def backoff(self, failures: int, retry_after: float | None = None) -> None:
+        """Exponential backoff with full jitter, honouring Retry-After."""
+        if retry_after is not None:
+            await asyncio.sleep(retry_after)
+            return
+        ceiling = min(MAX_BACKOFF, self.options.backoff_base * 2 ** (failures - 1))
+        await asyncio.sleep(self.rng.uniform(ceiling / 2, ceiling))
+
+    # -- creating a task (the paid step) -------------------------------------------------------
+
+    async def submit(self, job: Job) -> str | None:
+        """Create a task for ``job``; None when the job leaves this run without one."""
+        failures = 0
+        while True:
+            if self.stop_creating:
+                self.outcome.not_submitted += 1
+                self.store.set_status(job.key, PENDING)
+                self.events.job_finished(job, PENDING, "not submitted")
+                return None
+            attempt = self.store.begin_attempt(job.key)
+            try:
+                task_id = await self.client.create(self.body(job))
+            except RateLimited as exc:
+                self.store.close_attempt(job.key, attempt, REJECTED, "429 rate limited")
+                await self.backoff(1, exc.retry_after)
+                continue
+            except CreditsExhausted as exc:
+                self.store.close_attempt(job.key, attempt, REJECTED, f"402 {exc.message}")
+                if not self.stop_creating:
+                    self.events.warn(f"the API reports insufficient credits (402): {exc.message}")
+                self.stop_creating = True
+                self.outcome.stopped_by = self.outcome.stopped_by or "credits"
+                continue
+            except AuthRejected as exc:
+                self.store.close_attempt(job.key, attempt, REJECTED, f"401 {exc.message}")
+                self.store.set_status(job.key, PENDING)
+                raise AuthStop(exc.message) from None
+            except InvalidRequest as exc:
+                self.store.close_attempt(job.key, attempt, REJECTED, f"422 {exc.message}")
+                self.finish(job, FAILED, f"the API rejected the request (422): {exc.message}")
+                return None
+            except NotFound as exc:
+                self.store.close_attempt(job.key, attempt, REJECTED, f"404 {exc.message}")
+                self.finish(job, FAILED, f"the create endpoint was not found (404): {exc.message}")
+                return None
+            except (NotSent, ServerError) as exc:
+                # Nothing left this machine, or the API itself answered that it failed: no task
+                # was made, so repeating is safe.
+                reason = _describe(exc)
+                self.store.close_attempt(job.key, attempt, REJECTED, reason)
+                failures += 1
+                if failures >= TRANSIENT_TRIES:
+                    self.leave(job, PENDING, reason)
+                    return None
+                await self.backoff(failures)
+                continue
+            except (NoAnswer, BadAnswer, ApiError) as exc:
+                # The request may have reached the API: a task may exist that we will never see.
+                reason = _describe(exc)
+                self.store.close_attempt(job.key, attempt, AMBIGUOUS, reason)
+                if self.options.at_most_once:
+                    self.finish(
+                        job,
+                        UNCERTAIN,
+                        f"the create may have reached the API but no answer came ({reason}); "
+                        "rerun with --retry-uncertain to submit it again",
+                    )
+                    return None
+                failures += 1
+                if failures >= TRANSIENT_TRIES:
+                    self.leave(job, PENDING, reason)
+                    return None
+                await self.backoff(failures)
+                continue
+            self.store.record_task(job.key, attempt, task_id)
+            self.outcome.tasks_created += 1
+            return task_id
+
+    def leave(self, job: Job, status: str, reason: str) -> None:
+        """Leave a job for a later run after repeated network or server errors."""
+        self.store.set_status(job.key, status, error=f"left for a later run: {reason}")
+        self.events.job_finished(job, status, reason)
+
+    # -- waiting for a task ---------------------------------------------------------------------
+
+    async def watch(self, job: Job, task_id: str) -> tuple[str, list[str], str]:
+        """Poll a task until it ends; returns (success|fail|timeout|unfinished, urls, message)."""
+        started = self.clock()
+        delay = self.options.poll_interval * (CALLBACK_POLL_FACTOR if self.callback else 1.0)
+        failures = 0
+        not_found = 0
+        last_state = None
+        await asyncio.sleep(delay)
+        while True:
+            if self.clock() - started > self.options.task_timeout:
+                message = f"task unfinished after {self.options.task_timeout:g} s"
+                self.store.update_task(task_id, "timeout", fail_msg=message)
+                return ("timeout", [], message)
+            try:
+                info = await self.client.query(task_id)
+            except RateLimited as exc:
+                await self.backoff(1, exc.retry_after)
+                continue
+            except AuthRejected as exc:
+                raise AuthStop(exc.message) from None
+            except NotFound:
+                not_found += 1
+                if not_found >= 3:
+                    message = "the API no longer knows this task (404)"
+                    self.store.update_task(task_id, "fail", fail_msg=message)
+                    return ("fail", [], message)
+                await self.backoff(not_found)
+                continue
+            except (NotSent, NoAnswer, ServerError, BadAnswer, ApiError) as exc:
+                failures += 1
+                if failures >= TRANSIENT_TRIES:
+                    return ("unfinished", [], f"status queries keep failing: {_describe(exc)}")
+                await self.backoff(failures)
+                continue
+            failures = 0
+            if info.state == "success":
+                self.store.update_task(task_id, "success", result_urls=info.result_urls)
+                return ("success", list(info.result_urls), "")
+            if info.state == "fail":
+                message = info.fail_msg or "the task failed"
+                if info.fail_code:
+                    message = f"{message} (code {info.fail_code})"
+                self.store.update_task(
+                    task_id, "fail", fail_code=info.fail_code, fail_msg=info.fail_msg or message
+                )
+                return ("fail", [], message)
+            if (
+                info.state.startswith("unknown:")
+                and info.raw_state not in self.outcome.unknown_states
+            ):
+                self.outcome.unknown_states.add(info.raw_state)
+                self.events.warn(
+                    f"the API reported an unknown task state {info.raw_state!r}; "
+                    "treating it as still running"
+                )
+            if info.raw_state != last_state:
+                last_state = info.raw_state
+                self.store.update_task(task_id, info.raw_state or "unknown")
+            delay = min(delay * POLL_GROWTH, max(MAX_POLL_DELAY, self.options.poll_interval))
+            await asyncio.sleep(delay)
+
+    # -- downloading the pictures ---------------------------------------------------------------
+
+    async def fetch(self, job: Job, task_id: str | None, urls: list[str]) -> None:
+        """Download every output of a succeeded task, then record the job as succeeded."""
+        if not self.options.download:
+            self.store.record_files(job.key, [], [])
+            self.events.job_finished(job, SUCCEEDED, None)
+            return
+        root = self.options.output_dir.resolve()
+        names: list[str] = []
+        digests: list[str] = []
+        refreshed = False
+        index = 0
+        failures = 0
+        while index < len(urls):
+            name = self.manifest.output_name(job, index + 1)
+            dest = (root / name).resolve()
+            if not dest.is_relative_to(root):
+                self.finish(job, FAILED, f"output name {name!r} would leave the output folder")
+                return
+            try:
+                done = await self.client.download(
+                    urls[index], dest, max_bytes=self.options.max_download_bytes
+                )
+            except UrlExpired as exc:
+                if refreshed or task_id is None:
+                    self.finish(job, FAILED, f"the result URL has expired ({exc})")
+                    return
+                refreshed = True
+                fresh = await self.fresh_urls(task_id)
+                if fresh is None:
+                    self.finish(job, FAILED, f"the result URL has expired ({exc})")
+                    return
+                urls = fresh
+                continue
+            except DownloadRejected as exc:
+                self.finish(job, FAILED, str(exc))
+                return
+            except (NotSent, NoAnswer, ServerError) as exc:
+                failures += 1
+                if failures >= TRANSIENT_TRIES:
+                    self.leave(job, "running", f"downloads keep failing: {_describe(exc)}")
+                    return
+                await self.backoff(failures)
+                continue
+            names.append(dest.relative_to(root).as_posix())
+            digests.append(done.sha256)
+            index += 1
+        self.store.record_files(job.key, names, digests)
+        self.events.job_finished(job, SUCCEEDED, None)
+
+    async def fresh_urls(self, task_id: str) -> list[str] | None:
+        """One fresh status query for new result URLs after a URL expired."""
+        for failures in range(1, TRANSIENT_TRIES + 1):
+            try:
+                info = await self.client.query(task_id)
+            except RateLimited as exc:
+                await self.backoff(1, exc.retry_after)
+                continue
+            except AuthRejected as exc:
+                raise AuthStop(exc.message) from None
+            except (NotFound, ApiError, NotSent, NoAnswer, BadAnswer):
+                await self.backoff(failures)
+                continue
+            if info.state == "success" and info.result_urls:
+                self.store.update_task(task_id, "success", result_urls=info.result_urls)
+                return list(info.result_urls)
+            return None
+        return None
+
+
+async def _cancel_all(tasks: set[asyncio.Future[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ApiError):
+        return f"HTTP {exc.status} {exc.message}".strip()
+    return str(exc) or type(exc).__name__

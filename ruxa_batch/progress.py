@@ -1,0 +1,119 @@
+"""What the user sees while a run goes on: a tqdm bar on a terminal, log lines otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import Any, TextIO
+
+from ruxa_batch.engine import Events
+from ruxa_batch.manifest import Job
+from ruxa_batch.state import FAILED, SUCCEEDED
+
+LOG_INTERVAL = 10.0
+
+
+class Progress(Events):
+    """Counts job events and shows them as a bar (``bar``), log lines (``log``) or not (``off``)."""
+
+    def __init__(
+        self,
+        *,
+        total: int,
+        mode: str,
+        verbose: bool = False,
+        quiet: bool = False,
+        stream: TextIO | None = None,
+        interval: float = LOG_INTERVAL,
+    ) -> None:
+        self.total = total
+        self.mode = mode
+        self.verbose = verbose
+        self.quiet = quiet
+        self.stream = stream if stream is not None else sys.stderr
+        self.interval = interval
+        self.started = time.monotonic()
+        self.submitted = 0
+        self.active = 0
+        self.succeeded = 0
+        self.failed = 0
+        self.left = 0
+        self._bar: Any = None
+        self._ticker: asyncio.Task[None] | None = None
+        if mode == "bar":
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=total, unit="job", file=self.stream, dynamic_ncols=True, smoothing=0.1
+            )
+
+    def start(self) -> None:
+        """Begin periodic log lines (log mode); call inside the event loop."""
+        if self.mode == "log" and self._ticker is None:
+            self._ticker = asyncio.get_running_loop().create_task(self._tick())
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            self.line(self.status_line())
+
+    def line(self, text: str) -> None:
+        """Print a line without breaking the bar."""
+        if self._bar is not None:
+            self._bar.write(text, file=self.stream)
+        else:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def status_line(self) -> str:
+        """``[12s] 150/2,000 finished: 140 succeeded, 10 failed; 300 running``."""
+        elapsed = time.monotonic() - self.started
+        finished = self.succeeded + self.failed
+        return (
+            f"[{elapsed:.0f}s] {finished:,}/{self.total:,} finished: {self.succeeded:,} succeeded, "
+            f"{self.failed:,} failed; {self.active:,} in progress, {self.submitted:,} tasks created"
+        )
+
+    def _refresh(self) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix(
+                created=self.submitted, running=self.active, failed=self.failed, refresh=False
+            )
+
+    def job_started(self, job: Job) -> None:
+        self.active += 1
+
+    def job_submitted(self, job: Job, task_id: str) -> None:
+        self.submitted += 1
+        if self.verbose:
+            self.line(f"created {task_id} for {job.id} (variant {job.variant})")
+        self._refresh()
+
+    def job_finished(self, job: Job, status: str, message: str | None) -> None:
+        self.active -= 1
+        if status == SUCCEEDED:
+            self.succeeded += 1
+        elif status == FAILED:
+            self.failed += 1
+        else:
+            self.left += 1
+        if self.verbose or (status == FAILED and self.mode != "off"):
+            detail = f": {message}" if message else ""
+            self.line(f"{status}: {job.id} (variant {job.variant}){detail}")
+        if self._bar is not None:
+            self._bar.update(1)
+            self._refresh()
+
+    def warn(self, message: str) -> None:
+        if not self.quiet:
+            self.line(f"warning: {message}")
+
+    def close(self) -> None:
+        """Stop the ticker and the bar."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -1,0 +1,67 @@
+"""One token bucket shared by creates and status queries, lowered adaptively on 429s."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+
+class RateLimiter:
+    """At most ``rate`` requests per second, in FIFO order.
+
+    A 429 halves the current rate (never below 5% of the configured one) and pauses everyone
+    for ``Retry-After`` seconds (or one second without it); successes raise it back by 2% of the
+    configured rate each, so the limiter settles just under what the server accepts.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        burst: float | None = None,
+    ) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.max_rate = rate
+        self.rate = rate
+        self.capacity = burst if burst is not None else max(1.0, rate / 10)
+        self.tokens = self.capacity
+        self.clock = clock
+        self.updated = clock()
+        self.paused_until = 0.0
+        self.rate_limited = 0
+        self._lock = asyncio.Lock()
+
+    def _refill(self, now: float) -> None:
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+
+    async def acquire(self) -> None:
+        """Wait for a token."""
+        async with self._lock:
+            while True:
+                now = self.clock()
+                if now < self.paused_until:
+                    await asyncio.sleep(self.paused_until - now)
+                    continue
+                self._refill(now)
+                if self.tokens >= 1:
+                    self.tokens -= 1
+                    return
+                await asyncio.sleep((1 - self.tokens) / self.rate)
+
+    def on_rate_limited(self, retry_after: float | None) -> None:
+        """The server answered 429: slow down and pause."""
+        self.rate_limited += 1
+        now = self.clock()
+        self._refill(now)
+        self.rate = max(self.max_rate * 0.05, self.rate / 2)
+        self.tokens = 0.0
+        self.paused_until = max(self.paused_until, now + (retry_after if retry_after else 1.0))
+
+    def on_success(self) -> None:
+        """A request went through: creep back towards the configured rate."""
+        if self.rate < self.max_rate:
+            self.rate = min(self.max_rate, self.rate + self.max_rate * 0.02)

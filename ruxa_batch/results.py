@@ -1,0 +1,134 @@
+"""The results table (one row per job, in manifest order) and its CSV and JSON files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ruxa_batch.manifest import Manifest, display_path
+from ruxa_batch.state import JOB_STATUSES, PENDING, JobRecord
+
+COLUMNS = (
+    "id",
+    "variant",
+    "status",
+    "task_id",
+    "prompt",
+    "images",
+    "image_size",
+    "output_format",
+    "result_urls",
+    "files",
+    "error",
+    "attempts",
+    "possible_duplicate",
+    "submitted_at",
+    "finished_at",
+    "key",
+)
+LIST_COLUMNS = ("images", "result_urls", "files")
+
+
+@dataclass(frozen=True)
+class Table:
+    """The results of a manifest's jobs, from the state file."""
+
+    manifest: Manifest
+    rows: tuple[dict[str, Any], ...]
+
+    def counts(self) -> dict[str, int]:
+        """Jobs per status, every status present."""
+        found = Counter(row["status"] for row in self.rows)
+        return {status: found[status] for status in JOB_STATUSES}
+
+    def possible_duplicates(self) -> int:
+        """Jobs whose create may have been charged twice."""
+        return sum(1 for row in self.rows if row["possible_duplicate"])
+
+
+def build_table(manifest: Manifest, records: Mapping[str, JobRecord]) -> Table:
+    """One row per job of the manifest, joined with its state (pending when never run)."""
+    rows = []
+    for job in manifest.jobs:
+        record = records.get(job.key)
+        rows.append(
+            {
+                "id": job.id,
+                "variant": job.variant,
+                "status": record.status if record else PENDING,
+                "task_id": record.task_id if record else None,
+                "prompt": job.prompt,
+                "images": list(job.images),
+                "image_size": job.image_size,
+                "output_format": job.output_format,
+                "result_urls": list(record.result_urls) if record else [],
+                "files": list(record.files) if record else [],
+                "error": record.error if record else None,
+                "attempts": record.attempts if record else 0,
+                "possible_duplicate": bool(record.possible_duplicate) if record else False,
+                "submitted_at": record.submitted_at if record else None,
+                "finished_at": record.finished_at if record else None,
+                "key": job.key,
+            }
+        )
+    return Table(manifest, tuple(rows))
+
+
+def to_csv(table: Table) -> str:
+    """The table as CSV (lists space-separated)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for row in table.rows:
+        writer.writerow([_csv_cell(column, row[column]) for column in COLUMNS])
+    return buffer.getvalue()
+
+
+def _csv_cell(column: str, value: Any) -> str:
+    if column in LIST_COLUMNS:
+        return " ".join(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def to_json(table: Table, summary: Mapping[str, Any]) -> str:
+    """The table as a JSON document with the manifest's name and path and a summary."""
+    document = {
+        "manifest": {"name": table.manifest.name, "path": display_path(table.manifest.path)},
+        "summary": dict(summary),
+        "jobs": list(table.rows),
+    }
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that readers see the old file or the new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def write_results(table: Table, output_dir: Path, summary: Mapping[str, Any]) -> Sequence[Path]:
+    """Write ``results.csv`` and ``results.json`` into ``output_dir``; returns their paths."""
+    csv_path = output_dir / "results.csv"
+    json_path = output_dir / "results.json"
+    write_atomic(csv_path, to_csv(table))
+    write_atomic(json_path, to_json(table, summary))
+    return (csv_path, json_path)

@@ -1,0 +1,505 @@
+"""The state file: one SQLite database per batch, written ahead of every paid action.
+
+One class, :class:`StateStore`, owns the file: opening it, numbered schema migrations, the
+one-run-at-a-time lock, transactions and every query. The engine calls its methods at each step
+of a job's life; each method is one transaction, committed before the engine goes on, so a run
+killed at any moment leaves a state the next run can continue from.
+
+Write-ahead rule for creates: :meth:`StateStore.begin_attempt` commits an attempt row *before*
+the create request leaves; :meth:`StateStore.record_task` commits the task ID the moment the
+answer arrives. An attempt row still ``sending`` when a run starts is an ambiguous create.
+
+The API key is never stored here, in any form.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+from ruxa_batch.errors import EXIT_INVALID, RuxaBatchError
+
+STATE_FILENAME = ".ruxa-batch.sqlite"
+
+# Job statuses, as stored and as shown in results.
+PENDING = "pending"
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+UNCERTAIN = "uncertain"
+JOB_STATUSES = (SUCCEEDED, FAILED, RUNNING, PENDING, UNCERTAIN)
+
+# Attempt outcomes.
+SENDING = "sending"  # written before the create request leaves
+CREATED = "created"  # the API answered with a task ID
+AMBIGUOUS = "ambiguous"  # the request may have reached the API, but no usable answer came
+REJECTED = "rejected"  # the API answered with an error: no task exists
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the first schema
+    """
+    CREATE TABLE runs (
+        run_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        outcome TEXT,
+        tasks_created INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE jobs (
+        key TEXT PRIMARY KEY,
+        id TEXT NOT NULL,
+        variant INTEGER NOT NULL,
+        request TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        possible_duplicate INTEGER NOT NULL DEFAULT 0,
+        task_id TEXT,
+        result_urls TEXT NOT NULL DEFAULT '[]',
+        files TEXT NOT NULL DEFAULT '[]',
+        sha256 TEXT NOT NULL DEFAULT '[]',
+        error TEXT,
+        submitted_at TEXT,
+        finished_at TEXT,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE attempts (
+        job_key TEXT NOT NULL REFERENCES jobs(key),
+        attempt INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        task_id TEXT UNIQUE,
+        detail TEXT,
+        run_id INTEGER REFERENCES runs(run_id),
+        started_at TEXT NOT NULL,
+        answered_at TEXT,
+        PRIMARY KEY (job_key, attempt)
+    );
+    CREATE TABLE tasks (
+        task_id TEXT PRIMARY KEY,
+        job_key TEXT NOT NULL REFERENCES jobs(key),
+        attempt INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        result_urls TEXT NOT NULL DEFAULT '[]',
+        fail_code TEXT,
+        fail_msg TEXT,
+        created_at TEXT NOT NULL,
+        finished_at TEXT
+    );
+    CREATE INDEX tasks_by_job ON tasks(job_key);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+)
+
+
+def output_dir_for(manifest_output: Path, *, sandbox: bool) -> Path:
+    """The run's output folder; sandbox runs get their own, so fake pictures and sandbox task
+    IDs never mix with real ones."""
+    return (
+        manifest_output.with_name(manifest_output.name + ".sandbox") if sandbox else manifest_output
+    )
+
+
+def state_path_for(output_dir: Path, explicit: Path | None = None) -> Path:
+    """``--state`` if given, else ``<output.dir>/.ruxa-batch.sqlite``."""
+    return explicit if explicit is not None else output_dir / STATE_FILENAME
+
+
+def now_iso() -> str:
+    """The current time, ISO 8601 UTC with seconds."""
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+class StateError(RuxaBatchError):
+    """The state file cannot be used."""
+
+
+class StateLocked(RuxaBatchError):
+    """Another run holds the state file."""
+
+    exit_code = EXIT_INVALID
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A job's row in the state file."""
+
+    key: str
+    id: str
+    variant: int
+    status: str
+    attempts: int
+    possible_duplicate: bool
+    task_id: str | None
+    result_urls: tuple[str, ...]
+    files: tuple[str, ...]
+    sha256: tuple[str, ...]
+    error: str | None
+    submitted_at: str | None
+    finished_at: str | None
+    open_attempt: int | None  # an attempt still "sending": the create's fate is unknown
+
+
+class _Lock:
+    """An OS-level lock beside the state file; the OS drops it when the process dies."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.handle: IO[str] | None = None
+
+    def acquire(self) -> None:
+        handle = self.path.open("a+", encoding="utf-8")
+        try:
+            _lock_file(handle)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise StateLocked(
+                f"another ruxa-batch run (pid {holder}) is using {self.path.with_suffix('')}; "
+                "wait for it to finish or stop it"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self.handle = handle
+
+    def release(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+
+def _lock_file(handle: IO[str]) -> None:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        import msvcrt
+
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+        return
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+class StateStore:
+    """The SQLite state of one batch."""
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = path
+        self.readonly = readonly
+        self.run_id: int | None = None
+        self._lock: _Lock | None = None
+        try:
+            if readonly:
+                uri = f"file:{path}?mode=ro"
+                self.conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.conn = sqlite3.connect(path, isolation_level=None)
+            self.conn.row_factory = sqlite3.Row
+            self.conn.execute("PRAGMA busy_timeout = 5000")
+            if not readonly:
+                self.conn.execute("PRAGMA journal_mode = WAL")
+                # FULL: a commit is on disk before the engine acts on it, so even a power cut
+                # cannot lose a task ID the API already handed out.
+                self.conn.execute("PRAGMA synchronous = FULL")
+                self.conn.execute("PRAGMA foreign_keys = ON")
+                self._migrate()
+            elif self.schema_version() > len(MIGRATIONS):
+                raise StateError(f"{path} was written by a newer ruxa-batch; upgrade to read it")
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"cannot use state file {path}: {exc}") from None
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    @classmethod
+    def open_for_run(cls, path: Path) -> StateStore:
+        """Open for writing, holding the one-run-at-a-time lock until :meth:`close`."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = _Lock(path.with_name(path.name + ".lock"))
+        lock.acquire()
+        try:
+            store = cls(path)
+        except BaseException:
+            lock.release()
+            raise
+        store._lock = lock
+        return store
+
+    def close(self) -> None:
+        """Close the database and release the lock."""
+        self.conn.close()
+        if self._lock is not None:
+            self._lock.release()
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic, durable step."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def schema_version(self) -> int:
+        """The number of migrations applied (0 for a new file)."""
+        exists = self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+        ).fetchone()
+        if not exists:
+            return 0
+        row = self.conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+        return int(row[0] or 0)
+
+    def _migrate(self) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+            )
+        current = self.schema_version()
+        if current > len(MIGRATIONS):
+            raise StateError(f"{self.path} was written by a newer ruxa-batch; upgrade to use it")
+        for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
+            with self.transaction() as conn:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                    (version, now_iso()),
+                )
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def start_run(self) -> int:
+        """Record the start of a run; returns its id."""
+        with self.transaction() as conn:
+            cursor = conn.execute("INSERT INTO runs (started_at) VALUES (?)", (now_iso(),))
+        self.run_id = int(cursor.lastrowid or 0)
+        return self.run_id
+
+    def finish_run(self, *, outcome: str, tasks_created: int) -> None:
+        """Record how the current run ended."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE runs SET finished_at = ?, outcome = ?, tasks_created = ? WHERE run_id = ?",
+                (now_iso(), outcome, tasks_created, self.run_id),
+            )
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    def ensure_jobs(self, jobs: Iterable[tuple[str, str, int, str]]) -> None:
+        """Insert (key, id, variant, request JSON) for jobs not yet known; refresh their ids."""
+        stamp = now_iso()
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO jobs (key, id, variant, request, status, updated_at) "
+                "VALUES (?, ?, ?, ?, 'pending', ?) "
+                "ON CONFLICT(key) DO UPDATE SET id = excluded.id, variant = excluded.variant",
+                [(key, job_id, variant, request, stamp) for key, job_id, variant, request in jobs],
+            )
+
+    def job_records(self) -> dict[str, JobRecord]:
+        """Every job row, by identity key."""
+        open_attempts = {
+            row["job_key"]: int(row["attempt"])
+            for row in self.conn.execute(
+                "SELECT job_key, MAX(attempt) AS attempt FROM attempts "
+                "WHERE outcome = 'sending' GROUP BY job_key"
+            )
+        }
+        records = {}
+        for row in self.conn.execute("SELECT * FROM jobs"):
+            records[row["key"]] = JobRecord(
+                key=row["key"],
+                id=row["id"],
+                variant=int(row["variant"]),
+                status=row["status"],
+                attempts=int(row["attempts"]),
+                possible_duplicate=bool(row["possible_duplicate"]),
+                task_id=row["task_id"],
+                result_urls=tuple(json.loads(row["result_urls"])),
+                files=tuple(json.loads(row["files"])),
+                sha256=tuple(json.loads(row["sha256"])),
+                error=row["error"],
+                submitted_at=row["submitted_at"],
+                finished_at=row["finished_at"],
+                open_attempt=open_attempts.get(row["key"]),
+            )
+        return records
+
+    def set_status(
+        self,
+        key: str,
+        status: str,
+        *,
+        error: str | None = None,
+        possible_duplicate: bool | None = None,
+        reset_attempts: bool = False,
+    ) -> None:
+        """Move a job to ``status`` (with an error message for failed/uncertain)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE jobs SET status = ?, error = ?, updated_at = ?, "
+                "possible_duplicate = COALESCE(?, possible_duplicate), "
+                "attempts = CASE WHEN ? THEN 0 ELSE attempts END, "
+                "finished_at = CASE WHEN ? IN ('failed', 'succeeded') THEN ? ELSE NULL END "
+                "WHERE key = ?",
+                (
+                    status,
+                    error,
+                    now_iso(),
+                    None if possible_duplicate is None else int(possible_duplicate),
+                    int(reset_attempts),
+                    status,
+                    now_iso(),
+                    key,
+                ),
+            )
+
+    # -- attempts and tasks (the write-ahead part) -------------------------------------------
+
+    def begin_attempt(self, key: str) -> int:
+        """Commit the intent to create a task, before the request is sent; returns its number."""
+        stamp = now_iso()
+        with self.transaction() as conn:
+            row = conn.execute(
+                "SELECT COALESCE(MAX(attempt), 0) + 1 FROM attempts WHERE job_key = ?", (key,)
+            ).fetchone()
+            attempt = int(row[0])
+            conn.execute(
+                "INSERT INTO attempts (job_key, attempt, outcome, run_id, started_at) "
+                "VALUES (?, ?, 'sending', ?, ?)",
+                (key, attempt, self.run_id, stamp),
+            )
+            conn.execute(
+                "UPDATE jobs SET status = 'running', error = NULL, "
+                "submitted_at = COALESCE(submitted_at, ?), updated_at = ? WHERE key = ?",
+                (stamp, stamp, key),
+            )
+        return attempt
+
+    def record_task(self, key: str, attempt: int, task_id: str) -> None:
+        """Commit the task ID the API answered with, before anything else happens to the job."""
+        stamp = now_iso()
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE attempts SET outcome = 'created', task_id = ?, answered_at = ? "
+                "WHERE job_key = ? AND attempt = ?",
+                (task_id, stamp, key, attempt),
+            )
+            conn.execute(
+                "INSERT INTO tasks (task_id, job_key, attempt, state, created_at) "
+                "VALUES (?, ?, ?, 'waiting', ?)",
+                (task_id, key, attempt, stamp),
+            )
+            conn.execute(
+                "UPDATE jobs SET task_id = ?, status = 'running', result_urls = '[]', "
+                "attempts = attempts + 1, updated_at = ? WHERE key = ?",
+                (task_id, stamp, key),
+            )
+
+    def close_attempt(self, key: str, attempt: int, outcome: str, detail: str) -> None:
+        """Record that a create got no task ID: ``rejected`` (an API error) or ``ambiguous``.
+
+        An ambiguous create may have made a task all the same, so the job is marked as a
+        possible duplicate.
+        """
+        stamp = now_iso()
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE attempts SET outcome = ?, detail = ?, answered_at = ? "
+                "WHERE job_key = ? AND attempt = ?",
+                (outcome, detail, stamp, key, attempt),
+            )
+            if outcome == AMBIGUOUS:
+                conn.execute(
+                    "UPDATE jobs SET possible_duplicate = 1, updated_at = ? WHERE key = ?",
+                    (stamp, key),
+                )
+
+    def update_task(
+        self,
+        task_id: str,
+        state: str,
+        *,
+        result_urls: Sequence[str] = (),
+        fail_code: str | None = None,
+        fail_msg: str | None = None,
+    ) -> None:
+        """Record a task's latest state (and, when finished, its results or failure)."""
+        stamp = now_iso()
+        finished = state in ("success", "fail", "timeout")
+        urls = json.dumps(list(result_urls))
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE tasks SET state = ?, result_urls = ?, fail_code = ?, fail_msg = ?, "
+                "finished_at = CASE WHEN ? THEN ? ELSE finished_at END WHERE task_id = ?",
+                (state, urls, fail_code, fail_msg, int(finished), stamp, task_id),
+            )
+            if result_urls:
+                conn.execute(
+                    "UPDATE jobs SET result_urls = ?, updated_at = ? WHERE task_id = ?",
+                    (urls, stamp, task_id),
+                )
+
+    def task_state(self, task_id: str) -> tuple[str, tuple[str, ...]]:
+        """A task's recorded state and result URLs."""
+        row = self.conn.execute(
+            "SELECT state, result_urls FROM tasks WHERE task_id = ?", (task_id,)
+        ).fetchone()
+        if row is None:
+            return ("unknown", ())
+        return (row["state"], tuple(json.loads(row["result_urls"])))
+
+    def record_files(self, key: str, files: Sequence[str], digests: Sequence[str]) -> None:
+        """The job's pictures are on disk: it has succeeded."""
+        stamp = now_iso()
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE jobs SET status = 'succeeded', files = ?, sha256 = ?, error = NULL, "
+                "finished_at = ?, updated_at = ? WHERE key = ?",
+                (json.dumps(list(files)), json.dumps(list(digests)), stamp, stamp, key),
+            )
+
+    def get_meta(self, key: str) -> str | None:
+        """A value from the meta table."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store a value in the meta table."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def tasks_for(self, key: str) -> list[dict[str, Any]]:
+        """Every task ever created for a job, oldest first."""
+        return [
+            dict(row)
+            for row in self.conn.execute(
+                "SELECT * FROM tasks WHERE job_key = ? ORDER BY attempt", (key,)
+            )
+        ]
+
+    def all_task_ids(self) -> set[str]:
+        """Every task ID recorded in this state file."""
+        return {row[0] for row in self.conn.execute("SELECT task_id FROM tasks")}
