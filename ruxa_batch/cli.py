@@ -170,6 +170,15 @@ def plan(manifest: Path, fmt: str, max_jobs: int, state: Path | None, sandbox: b
     show_default=True,
     help="Largest result file accepted.",
 )
+@click.option(
+    "--retry-backoff",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    metavar="S",
+    help="First pause before repeating a request that failed on the network or with a 5xx; "
+    "it doubles each time, with jitter, up to 30 s.",
+)
 @_max_jobs_option
 @click.option(
     "--sandbox",

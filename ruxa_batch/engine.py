@@ -82,10 +82,6 @@ class RunOutcome:
     unknown_states: set[str] = field(default_factory=set)
 
 
-class AuthStop(Exception):
-    """401: the whole run stops at once."""
-
-
 class Events:
     """Hooks for progress display; the default does nothing."""
 
@@ -122,7 +118,9 @@ class Engine:
         self.events = events or Events()
         self.clock = clock
         self.outcome = RunOutcome()
-        self.stop_creating = False
+        self.stop_creating = False  # 402: no more creates, but finish what is running
+        self.halted = False  # 401 or Ctrl-C: no more requests of any kind
+        self._sleepers: set[asyncio.Future[None]] = set()
         self.rng = random.Random(options.seed)
         self.callback = manifest.callback_url is not None
 
@@ -185,20 +183,11 @@ class Engine:
         work = self.initial_work(self.store.job_records())
         tasks = [asyncio.ensure_future(self.drive(job, record)) for job, record in work]
         try:
-            pending: set[asyncio.Future[None]] = set(tasks)
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
-                failure = next((t.exception() for t in done if t.exception() is not None), None)
-                if failure is not None:
-                    if isinstance(failure, AuthStop):
-                        self.outcome.stopped_by = "auth"
-                        self.stop_creating = True
-                    await _cancel_all(pending)
-                    if not isinstance(failure, AuthStop):
-                        raise failure
-                    break
-        except asyncio.CancelledError:
-            await _cancel_all(set(tasks))
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             raise
         return self.outcome
 
@@ -211,6 +200,36 @@ class Engine:
         if self.manifest.callback_url:
             body["callback_url"] = self.manifest.callback_url
         return body
+
+    def halt(self, reason: str) -> None:
+        """Stop sending requests (401 or Ctrl-C): requests in flight finish and are recorded,
+        waiting jobs wake up and leave, and no job changes status because of the stop."""
+        if self.halted:
+            return
+        self.halted = True
+        self.stop_creating = True
+        self.outcome.stopped_by = reason
+        for sleeper in list(self._sleepers):
+            if not sleeper.done():
+                sleeper.set_result(None)
+
+    async def pause(self, seconds: float) -> None:
+        """Sleep, unless the run halts first."""
+        if self.halted:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def wake() -> None:
+            if not future.done():
+                future.set_result(None)
+
+        handle = asyncio.get_running_loop().call_later(seconds, wake)
+        self._sleepers.add(future)
+        try:
+            await future
+        finally:
+            handle.cancel()
+            self._sleepers.discard(future)
 
     async def drive(self, job: Job, record: JobRecord | None) -> None:
         """One job's whole life in this run."""
@@ -260,10 +279,10 @@ class Engine:
     async def backoff(self, failures: int, retry_after: float | None = None) -> None:
         """Exponential backoff with full jitter, honouring Retry-After."""
         if retry_after is not None:
-            await asyncio.sleep(retry_after)
+            await self.pause(retry_after)
             return
         ceiling = min(MAX_BACKOFF, self.options.backoff_base * 2 ** (failures - 1))
-        await asyncio.sleep(self.rng.uniform(ceiling / 2, ceiling))
+        await self.pause(self.rng.uniform(ceiling / 2, ceiling))
 
     # -- creating a task (the paid step) -------------------------------------------------------
 
@@ -272,7 +291,8 @@ class Engine:
         failures = 0
         while True:
             if self.stop_creating:
-                self.outcome.not_submitted += 1
+                if not self.halted:
+                    self.outcome.not_submitted += 1
                 self.store.set_status(job.key, PENDING)
                 self.events.job_finished(job, PENDING, "not submitted")
                 return None
@@ -292,8 +312,8 @@ class Engine:
                 continue
             except AuthRejected as exc:
                 self.store.close_attempt(job.key, attempt, REJECTED, f"401 {exc.message}")
-                self.store.set_status(job.key, PENDING)
-                raise AuthStop(exc.message) from None
+                self.halt("auth")
+                continue
             except InvalidRequest as exc:
                 self.store.close_attempt(job.key, attempt, REJECTED, f"422 {exc.message}")
                 self.finish(job, FAILED, f"the API rejected the request (422): {exc.message}")
@@ -349,8 +369,10 @@ class Engine:
         failures = 0
         not_found = 0
         last_state = None
-        await asyncio.sleep(delay)
+        await self.pause(delay)
         while True:
+            if self.halted:
+                return ("unfinished", [], "the run stopped")
             if self.clock() - started > self.options.task_timeout:
                 message = f"task unfinished after {self.options.task_timeout:g} s"
                 self.store.update_task(task_id, "timeout", fail_msg=message)
@@ -360,8 +382,9 @@ class Engine:
             except RateLimited as exc:
                 await self.backoff(1, exc.retry_after)
                 continue
-            except AuthRejected as exc:
-                raise AuthStop(exc.message) from None
+            except AuthRejected:
+                self.halt("auth")
+                continue
             except NotFound:
                 not_found += 1
                 if not_found >= 3:
@@ -401,7 +424,7 @@ class Engine:
                 last_state = info.raw_state
                 self.store.update_task(task_id, info.raw_state or "unknown")
             delay = min(delay * POLL_GROWTH, max(MAX_POLL_DELAY, self.options.poll_interval))
-            await asyncio.sleep(delay)
+            await self.pause(delay)
 
     # -- downloading the pictures ---------------------------------------------------------------
 
@@ -418,6 +441,9 @@ class Engine:
         index = 0
         failures = 0
         while index < len(urls):
+            if self.halted:
+                self.events.job_finished(job, "running", "the run stopped")
+                return
             name = self.manifest.output_name(job, index + 1)
             dest = (root / name).resolve()
             if not dest.is_relative_to(root):
@@ -433,10 +459,10 @@ class Engine:
                     return
                 refreshed = True
                 fresh = await self.fresh_urls(task_id)
-                if fresh is None:
+                if fresh is None and not self.halted:
                     self.finish(job, FAILED, f"the result URL has expired ({exc})")
                     return
-                urls = fresh
+                urls = fresh or urls  # when halted, the check at the top of the loop leaves
                 continue
             except DownloadRejected as exc:
                 self.finish(job, FAILED, str(exc))
@@ -457,13 +483,16 @@ class Engine:
     async def fresh_urls(self, task_id: str) -> list[str] | None:
         """One fresh status query for new result URLs after a URL expired."""
         for failures in range(1, TRANSIENT_TRIES + 1):
+            if self.halted:
+                return None
             try:
                 info = await self.client.query(task_id)
             except RateLimited as exc:
                 await self.backoff(1, exc.retry_after)
                 continue
-            except AuthRejected as exc:
-                raise AuthStop(exc.message) from None
+            except AuthRejected:
+                self.halt("auth")
+                return None
             except (NotFound, ApiError, NotSent, NoAnswer, BadAnswer):
                 await self.backoff(failures)
                 continue
@@ -472,12 +501,6 @@ class Engine:
                 return list(info.result_urls)
             return None
         return None
-
-
-async def _cancel_all(tasks: set[asyncio.Future[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _describe(exc: BaseException) -> str:

@@ -184,6 +184,7 @@ def _run_with_store(
         retry_uncertain=flags.retry_uncertain,
         download=flags.download,
         max_download_bytes=int(flags.max_download_mb * 1024 * 1024),
+        backoff_base=flags.retry_backoff,
     )
     progress = Progress(
         total=len(manifest.jobs),
@@ -226,7 +227,6 @@ def _run_with_store(
 
 async def _drive(engine: Engine, progress: Progress) -> None:
     loop = asyncio.get_running_loop()
-    main = asyncio.current_task()
     presses = 0
 
     def on_signal() -> None:
@@ -234,9 +234,11 @@ async def _drive(engine: Engine, progress: Progress) -> None:
         presses += 1
         if presses > 1:
             os._exit(EXIT_INTERRUPTED)  # the state is already safe; leave at once
-        progress.line("stopping: recording state and results (Ctrl-C again to quit at once)")
-        if main is not None:
-            main.cancel()
+        progress.line(
+            "stopping: waiting for requests in flight, then saving results "
+            "(Ctrl-C again to quit at once; the state is already safe)"
+        )
+        engine.halt("interrupted")
 
     installed = []
     for sig in (signal.SIGINT, signal.SIGTERM):

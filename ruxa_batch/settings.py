@@ -54,6 +54,7 @@ class RunFlags:
     retry_uncertain: bool = False
     download: bool = True
     max_download_mb: float = 100.0
+    retry_backoff: float = 1.0
     max_jobs: int = DEFAULT_MAX_JOBS
     sandbox: bool = False
     sandbox_options: tuple[tuple[str, Any], ...] = ()
