@@ -15,7 +15,7 @@ import asyncio
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,10 @@ class NotSent(Exception):
 
 class NoAnswer(Exception):
     """The request may have reached the server, but no answer came (timeout, dropped connection)."""
+
+
+class Withdrawn(Exception):
+    """Raised by a ``before_send`` hook: the request must not be sent after all."""
 
 
 class DownloadRejected(Exception):
@@ -172,9 +176,19 @@ class RuxaClient:
         """Close every connection."""
         await self._http.aclose()
 
-    async def _api(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+    async def _api(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        before_send: Callable[[], None] | None = None,
+    ) -> dict[str, Any]:
         await self.limiter.acquire()
         async with self.slots:
+            # The last moment before the request leaves: the hook may withdraw it, and the
+            # engine commits its write-ahead record here, not while the request still waits.
+            if before_send is not None:
+                before_send()
             self.requests += 1
             try:
                 response = await self._http.request(
@@ -214,10 +228,12 @@ class RuxaClient:
         self.limiter.on_success()
         return document
 
-    async def create(self, body: Mapping[str, Any]) -> str:
-        """Create a task; returns its ID."""
+    async def create(
+        self, body: Mapping[str, Any], *, before_send: Callable[[], None] | None = None
+    ) -> str:
+        """Create a task; returns its ID. ``before_send`` runs just before the request leaves."""
         try:
-            document = await self._api("POST", CREATE_PATH, body)
+            document = await self._api("POST", CREATE_PATH, body, before_send)
         except RateLimited as exc:
             self.limiter.on_rate_limited(exc.retry_after)
             raise
@@ -227,10 +243,12 @@ class RuxaClient:
             raise BadAnswer("the create answer has no data.taskId")
         return task_id
 
-    async def query(self, task_id: str) -> TaskInfo:
-        """A task's current status."""
+    async def query(
+        self, task_id: str, *, before_send: Callable[[], None] | None = None
+    ) -> TaskInfo:
+        """A task's current status. ``before_send`` runs just before the request leaves."""
         try:
-            document = await self._api("GET", QUERY_PATH + task_id)
+            document = await self._api("GET", QUERY_PATH + task_id, None, before_send)
         except RateLimited as exc:
             self.limiter.on_rate_limited(exc.retry_after)
             raise

@@ -33,6 +33,7 @@ from ruxa_batch.client import (
     RuxaClient,
     ServerError,
     UrlExpired,
+    Withdrawn,
 )
 from ruxa_batch.manifest import Job, Manifest
 from ruxa_batch.state import (
@@ -209,9 +210,15 @@ class Engine:
         self.halted = True
         self.stop_creating = True
         self.outcome.stopped_by = reason
+        self.client.limiter.open()
         for sleeper in list(self._sleepers):
             if not sleeper.done():
                 sleeper.set_result(None)
+
+    def gate(self) -> None:
+        """``before_send`` hook of status queries: nothing leaves once the run halts."""
+        if self.halted:
+            raise Withdrawn
 
     async def pause(self, seconds: float) -> None:
         """Sleep, unless the run halts first."""
@@ -296,64 +303,79 @@ class Engine:
                 self.store.set_status(job.key, PENDING)
                 self.events.job_finished(job, PENDING, "not submitted")
                 return None
-            attempt = self.store.begin_attempt(job.key)
+            numbers: list[int] = []
+
+            def intend(numbers: list[int] = numbers) -> None:
+                # Write-ahead, at the last moment before the request leaves: a create still
+                # waiting for a rate-limit token or a connection is not ambiguous if we die.
+                if self.stop_creating:
+                    raise Withdrawn
+                numbers.append(self.store.begin_attempt(job.key))
+
             try:
-                task_id = await self.client.create(self.body(job))
-            except RateLimited as exc:
-                self.store.close_attempt(job.key, attempt, REJECTED, "429 rate limited")
-                await self.backoff(1, exc.retry_after)
-                continue
-            except CreditsExhausted as exc:
-                self.store.close_attempt(job.key, attempt, REJECTED, f"402 {exc.message}")
-                if not self.stop_creating:
-                    self.events.warn(f"the API reports insufficient credits (402): {exc.message}")
-                self.stop_creating = True
-                self.outcome.stopped_by = self.outcome.stopped_by or "credits"
-                continue
-            except AuthRejected as exc:
-                self.store.close_attempt(job.key, attempt, REJECTED, f"401 {exc.message}")
-                self.halt("auth")
-                continue
-            except InvalidRequest as exc:
-                self.store.close_attempt(job.key, attempt, REJECTED, f"422 {exc.message}")
-                self.finish(job, FAILED, f"the API rejected the request (422): {exc.message}")
-                return None
-            except NotFound as exc:
-                self.store.close_attempt(job.key, attempt, REJECTED, f"404 {exc.message}")
-                self.finish(job, FAILED, f"the create endpoint was not found (404): {exc.message}")
-                return None
-            except (NotSent, ServerError) as exc:
-                # Nothing left this machine, or the API itself answered that it failed: no task
-                # was made, so repeating is safe.
-                reason = _describe(exc)
-                self.store.close_attempt(job.key, attempt, REJECTED, reason)
-                failures += 1
-                if failures >= TRANSIENT_TRIES:
-                    self.leave(job, PENDING, reason)
+                task_id = await self.client.create(self.body(job), before_send=intend)
+            except Withdrawn:
+                continue  # the top of the loop leaves the job pending
+            except Exception as exc:
+                outcome = self.create_failed(job, numbers[0], exc)
+                if outcome == "stop":
                     return None
-                await self.backoff(failures)
+                if outcome == "transient":
+                    failures += 1
+                    if failures >= TRANSIENT_TRIES:
+                        self.leave(job, PENDING, _describe(exc))
+                        return None
+                    await self.backoff(failures)
+                elif isinstance(exc, RateLimited):
+                    await self.backoff(1, exc.retry_after)
                 continue
-            except (NoAnswer, BadAnswer, ApiError) as exc:
-                # The request may have reached the API: a task may exist that we will never see.
-                reason = _describe(exc)
-                self.store.close_attempt(job.key, attempt, AMBIGUOUS, reason)
-                if self.options.at_most_once:
-                    self.finish(
-                        job,
-                        UNCERTAIN,
-                        f"the create may have reached the API but no answer came ({reason}); "
-                        "rerun with --retry-uncertain to submit it again",
-                    )
-                    return None
-                failures += 1
-                if failures >= TRANSIENT_TRIES:
-                    self.leave(job, PENDING, reason)
-                    return None
-                await self.backoff(failures)
-                continue
-            self.store.record_task(job.key, attempt, task_id)
+            self.store.record_task(job.key, numbers[0], task_id)
             self.outcome.tasks_created += 1
             return task_id
+
+    def create_failed(self, job: Job, attempt: int, exc: Exception) -> str:
+        """Record why a create got no task ID; returns "stop", "transient" or "again"."""
+        if isinstance(exc, RateLimited):
+            self.store.close_attempt(job.key, attempt, REJECTED, "429 rate limited")
+            return "again"
+        if isinstance(exc, CreditsExhausted):
+            self.store.close_attempt(job.key, attempt, REJECTED, f"402 {exc.message}")
+            if not self.stop_creating:
+                self.events.warn(f"the API reports insufficient credits (402): {exc.message}")
+            self.stop_creating = True
+            self.outcome.stopped_by = self.outcome.stopped_by or "credits"
+            return "again"
+        if isinstance(exc, AuthRejected):
+            self.store.close_attempt(job.key, attempt, REJECTED, f"401 {exc.message}")
+            self.halt("auth")
+            return "again"
+        if isinstance(exc, InvalidRequest):
+            self.store.close_attempt(job.key, attempt, REJECTED, f"422 {exc.message}")
+            self.finish(job, FAILED, f"the API rejected the request (422): {exc.message}")
+            return "stop"
+        if isinstance(exc, NotFound):
+            self.store.close_attempt(job.key, attempt, REJECTED, f"404 {exc.message}")
+            self.finish(job, FAILED, f"the create endpoint was not found (404): {exc.message}")
+            return "stop"
+        if isinstance(exc, (NotSent, ServerError)):
+            # Nothing left this machine, or the API itself answered that it failed: no task
+            # was made, so repeating is safe.
+            self.store.close_attempt(job.key, attempt, REJECTED, _describe(exc))
+            return "transient"
+        if isinstance(exc, (NoAnswer, BadAnswer, ApiError)):
+            # The request may have reached the API: a task may exist that we will never see.
+            reason = _describe(exc)
+            self.store.close_attempt(job.key, attempt, AMBIGUOUS, reason)
+            if self.options.at_most_once:
+                self.finish(
+                    job,
+                    UNCERTAIN,
+                    f"the create may have reached the API but no answer came ({reason}); "
+                    "rerun with --retry-uncertain to submit it again",
+                )
+                return "stop"
+            return "transient"
+        raise exc
 
     def leave(self, job: Job, status: str, reason: str) -> None:
         """Leave a job for a later run after repeated network or server errors."""
@@ -378,7 +400,9 @@ class Engine:
                 self.store.update_task(task_id, "timeout", fail_msg=message)
                 return ("timeout", [], message)
             try:
-                info = await self.client.query(task_id)
+                info = await self.client.query(task_id, before_send=self.gate)
+            except Withdrawn:
+                continue  # the check at the top of the loop leaves
             except RateLimited as exc:
                 await self.backoff(1, exc.retry_after)
                 continue
@@ -486,7 +510,9 @@ class Engine:
             if self.halted:
                 return None
             try:
-                info = await self.client.query(task_id)
+                info = await self.client.query(task_id, before_send=self.gate)
+            except Withdrawn:
+                return None
             except RateLimited as exc:
                 await self.backoff(1, exc.retry_after)
                 continue

@@ -32,7 +32,12 @@ class RateLimiter:
         self.updated = clock()
         self.paused_until = 0.0
         self.rate_limited = 0
+        self.opened = False
         self._lock = asyncio.Lock()
+
+    def open(self) -> None:
+        """Let every waiter through at once (the run is stopping; they will send nothing)."""
+        self.opened = True
 
     def _refill(self, now: float) -> None:
         self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
@@ -41,16 +46,16 @@ class RateLimiter:
     async def acquire(self) -> None:
         """Wait for a token."""
         async with self._lock:
-            while True:
+            while not self.opened:
                 now = self.clock()
                 if now < self.paused_until:
-                    await asyncio.sleep(self.paused_until - now)
+                    await asyncio.sleep(min(0.25, self.paused_until - now))
                     continue
                 self._refill(now)
                 if self.tokens >= 1:
                     self.tokens -= 1
                     return
-                await asyncio.sleep((1 - self.tokens) / self.rate)
+                await asyncio.sleep(min(0.25, (1 - self.tokens) / self.rate))
 
     def on_rate_limited(self, retry_after: float | None) -> None:
         """The server answered 429: slow down and pause."""

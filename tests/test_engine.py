@@ -464,11 +464,11 @@ def test_unknown_state_is_logged_once_and_treated_as_running(
     warnings: list[str] = []
     engine.events.warn = warnings.append  # type: ignore[method-assign]
 
-    async def odd_then_real(task_id: str) -> TaskInfo:
+    async def odd_then_real(task_id: str, **hooks: Any) -> TaskInfo:
         calls[task_id] = calls.get(task_id, 0) + 1
         if calls[task_id] <= 2:
             return TaskInfo(task_id, "unknown:thinking", "thinking", (), None, None)
-        return await real_query(task_id)
+        return await real_query(task_id, **hooks)
 
     monkeypatch.setattr(engine.client, "query", odd_then_real)
     asyncio.run(drive(engine))
