@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
 from ruxa_batch import __version__
 from ruxa_batch.errors import EXIT_INTERRUPTED, EXIT_INVALID, emit, run_guarded
+from ruxa_batch.sandbox.options import config_from_options, sandbox_options
 
 DEFAULT_MAX_JOBS = 100_000  # mirrors ruxa_batch.manifest.DEFAULT_MAX_JOBS (kept import-free)
 
@@ -189,6 +191,7 @@ def plan(manifest: Path, fmt: str, max_jobs: int, state: Path | None, sandbox: b
 @click.option(
     "-v", "--verbose", is_flag=True, help="Print every task created and every job finished."
 )
+@sandbox_options(prefix="sandbox")
 @click.option(
     "--progress/--no-progress",
     default=None,
@@ -207,11 +210,15 @@ def run(manifest: Path, **flags: object) -> int:
       ruxa-batch run manifests/example.yaml --sandbox     # try it locally, no account
     """
     from ruxa_batch import app
+    from ruxa_batch.errors import UsageError
     from ruxa_batch.settings import RunFlags
 
-    options = dict(flags)
+    options = {name: value for name, value in flags.items() if not name.startswith("sandbox_")}
+    sandbox = config_from_options(prefix="sandbox", **flags)
+    if sandbox.faults() and not options["sandbox"]:
+        raise UsageError("the --sandbox-... flags need --sandbox")
     options["download"] = not options.pop("no_download")
-    return app.run(RunFlags(path=manifest, **options))  # type: ignore[arg-type]
+    return app.run(RunFlags(path=manifest, sandbox_config=sandbox, **options))  # type: ignore[arg-type]
 
 
 @cli.command()
@@ -276,6 +283,25 @@ def results(
             sandbox=sandbox,
         )
     )
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8787, show_default=True)
+@sandbox_options
+def sandbox(host: str, port: int, **faults: Any) -> int:
+    """Serve a local stand-in of the Ruxa API, with fault injection, in the foreground.
+
+    It prints its base URL and the key it accepts; point a run at it with --base-url and
+    RUXA_API_KEY. Listens on loopback unless --host says otherwise.
+
+    \b
+    Example:
+      ruxa-batch sandbox --port 8787 --fail-rate 0.1 --rate-limit 20
+    """
+    from ruxa_batch.sandbox import serve
+
+    return serve(config_from_options(**faults), host=host, port=port)
 
 
 @cli.command()

@@ -128,7 +128,7 @@ def endpoint_for(flags: RunFlags) -> Iterator[Endpoint]:
         return
     from ruxa_batch.sandbox import SandboxConfig, SandboxServer
 
-    config = SandboxConfig(**dict(flags.sandbox_options))
+    config = flags.sandbox_config or SandboxConfig()
     with SandboxServer(config, host="127.0.0.1", port=0) as server:
         yield Endpoint(server.base_url, server.api_key, SANDBOX_ENDPOINT)
 

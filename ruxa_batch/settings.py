@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ruxa_batch.manifest import DEFAULT_MAX_JOBS
+from ruxa_batch.sandbox.config import SandboxConfig
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class RunFlags:
     retry_backoff: float = 1.0
     max_jobs: int = DEFAULT_MAX_JOBS
     sandbox: bool = False
-    sandbox_options: tuple[tuple[str, Any], ...] = ()
+    sandbox_config: SandboxConfig | None = None
     quiet: bool = False
     verbose: bool = False
     progress: bool | None = None  # None: a bar on a terminal, log lines otherwise

@@ -147,7 +147,9 @@ def test_init_default_path_and_missing_folder(run, hermetic: Path) -> None:
     )
 
 
-@pytest.mark.parametrize("command", ["validate", "plan", "schema", "init"])
+@pytest.mark.parametrize(
+    "command", ["validate", "plan", "run", "status", "results", "sandbox", "schema", "init"]
+)
 def test_every_command_has_help_with_an_example(run, command: str) -> None:
     result = run(["ruxa-batch", command, "--help"])
     assert result.code == 0
@@ -217,3 +219,32 @@ def test_installed_entry_point_runs(example: Path) -> None:
         [*command, "validate", "nope.yaml"], capture_output=True, text=True, timeout=60, check=False
     )
     assert (bad.returncode, bad.stderr) == (2, "nope.yaml: $: file not found\n")
+
+
+def test_run_sandbox_the_readme_first_command(run, example: Path) -> None:
+    result = run(
+        [
+            "ruxa-batch",
+            "run",
+            "manifests/example.yaml",
+            "--sandbox",
+            "--sandbox-generation-time",
+            "0.1",
+            "--no-progress",
+        ]
+    )
+    assert result.code == 0, result.err
+    assert result.out.splitlines()[0] == (
+        "22 succeeded, 0 failed, 0 uncertain, 0 running, 0 pending (of 22 jobs)"
+    )
+    out = example.parent / "out" / "autumn-catalog.sandbox"
+    assert len(list(out.glob("*.png"))) == 16 and len(list(out.glob("*.jpg"))) == 6
+    status = run(["ruxa-batch", "status", "manifests/example.yaml", "--sandbox"])
+    assert status.out.startswith("autumn-catalog: 22 jobs: 22 succeeded")
+    # Real runs keep their own state: nothing recorded there.
+    assert not (example.parent / "out" / "autumn-catalog").exists()
+
+
+def test_sandbox_flags_need_sandbox(run, example: Path) -> None:
+    result = run(["ruxa-batch", "run", "manifests/example.yaml", "--sandbox-fail-rate", "0.5"])
+    assert (result.code, result.err) == (2, "error: the --sandbox-... flags need --sandbox\n")

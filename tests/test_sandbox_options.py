@@ -20,7 +20,7 @@ from ruxa_batch.sandbox import SandboxConfig, serve
 from ruxa_batch.sandbox.options import config_from_options, sandbox_options
 from ruxa_batch.sandbox.server import _is_loopback_host
 
-DOCS = Path(__file__).parent.parent / "docs" / "sandbox.md"
+DOCS = Path(__file__).parent.parent / "README.md"
 
 
 def make_command(seen: list[SandboxConfig]) -> click.Command:
