@@ -317,6 +317,8 @@ class Engine:
             except Withdrawn:
                 continue  # the top of the loop leaves the job pending
             except Exception as exc:
+                if not numbers:
+                    raise  # failed before the request could leave: a bug, not an API answer
                 outcome = self.create_failed(job, numbers[0], exc)
                 if outcome == "stop":
                     return None

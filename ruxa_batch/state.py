@@ -195,6 +195,7 @@ class StateStore:
         self.readonly = readonly
         self.run_id: int | None = None
         self._lock: _Lock | None = None
+        self._sync = ""
         try:
             if readonly:
                 uri = f"file:{path}?mode=ro"
@@ -206,9 +207,12 @@ class StateStore:
             self.conn.execute("PRAGMA busy_timeout = 5000")
             if not readonly:
                 self.conn.execute("PRAGMA journal_mode = WAL")
-                # FULL: a commit is on disk before the engine acts on it, so even a power cut
-                # cannot lose a task ID the API already handed out.
-                self.conn.execute("PRAGMA synchronous = FULL")
+                # Write-ahead steps commit with synchronous=FULL (on disk before the engine acts,
+                # so even a power cut cannot lose a task ID the API handed out); the others
+                # with NORMAL, which survives any crash of the process, and whose loss after a
+                # power cut is repaired by the next run (a status query, a download again).
+                self.conn.execute("PRAGMA synchronous = NORMAL")
+                self._sync = "NORMAL"
                 self.conn.execute("PRAGMA foreign_keys = ON")
                 self._migrate()
             elif self.schema_version() > len(MIGRATIONS):
@@ -245,8 +249,12 @@ class StateStore:
         self.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One atomic, durable step."""
+    def transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One atomic step; ``durable`` ones are synced to disk before this returns."""
+        wanted = "FULL" if durable else "NORMAL"
+        if not self.readonly and self._sync != wanted:
+            self.conn.execute(f"PRAGMA synchronous = {wanted}")
+            self._sync = wanted
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.conn
@@ -377,7 +385,7 @@ class StateStore:
     def begin_attempt(self, key: str) -> int:
         """Commit the intent to create a task, before the request is sent; returns its number."""
         stamp = now_iso()
-        with self.transaction() as conn:
+        with self.transaction(durable=True) as conn:
             row = conn.execute(
                 "SELECT COALESCE(MAX(attempt), 0) + 1 FROM attempts WHERE job_key = ?", (key,)
             ).fetchone()
@@ -397,7 +405,7 @@ class StateStore:
     def record_task(self, key: str, attempt: int, task_id: str) -> None:
         """Commit the task ID the API answered with, before anything else happens to the job."""
         stamp = now_iso()
-        with self.transaction() as conn:
+        with self.transaction(durable=True) as conn:
             conn.execute(
                 "UPDATE attempts SET outcome = 'created', task_id = ?, answered_at = ? "
                 "WHERE job_key = ? AND attempt = ?",
