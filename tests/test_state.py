@@ -1,0 +1,68 @@
+"""The state file: migrations, the write-ahead steps, and queries that stay fast as it grows."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from ruxa_batch.state import MIGRATIONS, StateStore
+
+
+def test_migrations_are_numbered_and_recorded(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    StateStore(path).close()
+    with sqlite3.connect(path) as db:
+        versions = [row[0] for row in db.execute("SELECT version FROM schema_migrations")]
+        mode = db.execute("PRAGMA journal_mode").fetchone()[0]
+    assert versions == list(range(1, len(MIGRATIONS) + 1))
+    assert mode == "wal"
+
+
+def test_an_old_state_file_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
+        for statement in MIGRATIONS[0].split(";"):
+            if statement.strip():
+                db.execute(statement)
+        db.execute("INSERT INTO schema_migrations VALUES (1, 'then')")
+    with StateStore(path) as store:
+        assert store.schema_version() == len(MIGRATIONS)
+
+
+def test_a_newer_state_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    StateStore(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO schema_migrations VALUES (99, 'future')")
+    try:
+        StateStore(path)
+    except Exception as exc:
+        assert "written by a newer ruxa-batch" in str(exc)
+    else:
+        raise AssertionError("a newer state file was accepted")
+
+
+def test_every_query_uses_an_index(tmp_path: Path) -> None:
+    """No statement the engine runs per event may scan a whole table (that is quadratic)."""
+    store = StateStore(tmp_path / "s.sqlite")
+    plans: list[str] = []
+    statements: list[str] = []
+    store.conn.set_trace_callback(statements.append)
+    store.ensure_jobs([("k1", "a", 1, "{}"), ("k2", "b", 1, "{}")])
+    attempt = store.begin_attempt("k1")
+    store.record_task("k1", attempt, "task-1")
+    store.update_task("task-1", "success", result_urls=["https://x/1.png"])
+    store.record_files("k1", ["a.png"], ["0" * 64])
+    store.close_attempt("k2", store.begin_attempt("k2"), "ambiguous", "dropped")
+    store.set_status("k2", "pending")
+    store.conn.set_trace_callback(None)
+    for statement in statements:
+        if statement.split()[0] in ("UPDATE", "SELECT", "DELETE"):
+            for row in store.conn.execute("EXPLAIN QUERY PLAN " + statement.replace("?", "NULL")):
+                plans.append(f"{row[-1]}  <-  {statement[:60]}")
+    store.close()
+    scans = [plan for plan in plans if plan.startswith("SCAN ")]
+    assert not scans, scans
