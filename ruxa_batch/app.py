@@ -9,15 +9,18 @@ import json
 import sys
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from ruxa_batch.errors import EXIT_INVALID, EXIT_OK, UsageError, emit
 from ruxa_batch.manifest import Manifest, check_manifest, display_path, load_manifest
 from ruxa_batch.plan import make_plan, render
+from ruxa_batch.report import REPORT_FILENAME, write_report
 from ruxa_batch.results import build_table, to_csv, to_json, write_atomic
 from ruxa_batch.schema import schema_text
 from ruxa_batch.settings import (
     InitSettings,
     PlanSettings,
+    ReportSettings,
     ResultsSettings,
     RunFlags,
     StatusSettings,
@@ -49,14 +52,48 @@ def validate(settings: ValidateSettings) -> int:
 
 def _records(manifest: Manifest, state: Path | None, *, sandbox: bool) -> dict[str, JobRecord]:
     """The recorded jobs of a manifest's state file (none if it does not exist yet)."""
+    return _read_state(manifest, state, sandbox=sandbox)[0]
+
+
+def _read_state(
+    manifest: Manifest, state: Path | None, *, sandbox: bool
+) -> tuple[dict[str, JobRecord], dict[str, Any]]:
+    """The recorded jobs and the run history of a manifest's state file (empty if none)."""
     path = state_path_for(output_dir_for(manifest.output.dir, sandbox=sandbox), state)
     if not path.exists():
-        return {}
+        return {}, {}
     store = StateStore(path, readonly=True)
     try:
-        return store.job_records() if store.schema_version() else {}
+        if not store.schema_version():
+            return {}, {}
+        return store.job_records(), store.history()
     finally:
         store.close()
+
+
+def report(settings: ReportSettings) -> int:
+    """Write the HTML contact sheet of a manifest's jobs, from the state and the pictures."""
+    manifest = load_manifest(settings.path, max_jobs=settings.max_jobs)
+    records, history = _read_state(manifest, settings.state, sandbox=settings.sandbox)
+    output_dir = output_dir_for(manifest.output.dir, sandbox=settings.sandbox)
+    destination = settings.output or output_dir / REPORT_FILENAME
+    try:
+        write_report(
+            build_table(manifest, records),
+            output_dir=output_dir,
+            destination=destination,
+            history=history,
+            embed=settings.embed,
+        )
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UsageError(f"cannot write {destination}: {reason}") from None
+    emit([f"wrote {display_path(destination)}"], sys.stdout)
+    if settings.open:
+        import webbrowser
+
+        webbrowser.open(destination.resolve().as_uri())
+    return EXIT_OK
 
 
 def plan(settings: PlanSettings) -> int:

@@ -191,6 +191,12 @@ def plan(manifest: Path, fmt: str, max_jobs: int, state: Path | None, sandbox: b
 @click.option(
     "-v", "--verbose", is_flag=True, help="Print every task created and every job finished."
 )
+@click.option(
+    "--report/--no-report",
+    default=True,
+    show_default=True,
+    help="Write <output.dir>/report.html, the contact sheet of inputs and outputs, at the end.",
+)
 @sandbox_options(prefix="sandbox")
 @click.option(
     "--progress/--no-progress",
@@ -302,6 +308,55 @@ def sandbox(host: str, port: int, **faults: Any) -> int:
     from ruxa_batch.sandbox import serve
 
     return serve(config_from_options(**faults), host=host, port=port)
+
+
+@cli.command()
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Where to write the page. [default: <output.dir>/report.html]",
+)
+@click.option("--open", "open_", is_flag=True, help="Open the page in a browser.")
+@click.option(
+    "--embed", is_flag=True, help="Put the output pictures inside the file (up to 1 MB each)."
+)
+@_state_option
+@_sandbox_state_option
+@_max_jobs_option
+def report(
+    manifest: Path,
+    output: Path | None,
+    open_: bool,
+    embed: bool,
+    state: Path | None,
+    sandbox: bool,
+    max_jobs: int,
+) -> int:
+    """Write an HTML contact sheet: every job's inputs beside its outputs, with filters.
+
+    One self-contained file that works offline; from the state file and the downloaded pictures.
+
+    \b
+    Example:
+      ruxa-batch report manifests/example.yaml --open
+    """
+    from ruxa_batch import app
+    from ruxa_batch.settings import ReportSettings
+
+    return app.report(
+        ReportSettings(
+            path=manifest,
+            output=output,
+            open=open_,
+            embed=embed,
+            state=state,
+            max_jobs=max_jobs,
+            sandbox=sandbox,
+        )
+    )
 
 
 @cli.command()

@@ -127,12 +127,17 @@ class Engine:
 
     # -- the run ---------------------------------------------------------------------------
 
-    def recover(self, records: dict[str, JobRecord]) -> None:
-        """Settle creates that a previous run sent but never saw answered (ambiguous)."""
+    def recover(self, records: dict[str, JobRecord]) -> bool:
+        """Settle creates that a previous run sent but never saw answered (ambiguous).
+
+        Returns whether any was found.
+        """
+        found = False
         for job in self.manifest.jobs:
             record = records.get(job.key)
             if record is None or record.open_attempt is None:
                 continue
+            found = True
             self.store.close_attempt(
                 job.key,
                 record.open_attempt,
@@ -149,6 +154,7 @@ class Engine:
                 )
             else:
                 self.store.set_status(job.key, PENDING, possible_duplicate=True)
+        return found
 
     def initial_work(self, records: dict[str, JobRecord]) -> list[tuple[Job, JobRecord | None]]:
         """Decide, from the state alone, which jobs this run has to drive."""
@@ -176,12 +182,19 @@ class Engine:
 
     async def run(self) -> RunOutcome:
         """Drive every job that needs it; returns when all are done or the run must stop."""
-        self.store.ensure_jobs(
+        records = self.store.job_records()
+        # Only new or renamed jobs are written: a resumed 20,000-job batch writes nothing here.
+        changed = [
             (job.key, job.id, job.variant, json.dumps(self.body(job), sort_keys=True))
             for job in self.manifest.jobs
-        )
-        self.recover(self.store.job_records())
-        work = self.initial_work(self.store.job_records())
+            if job.key not in records
+            or (records[job.key].id, records[job.key].variant) != (job.id, job.variant)
+        ]
+        if changed:
+            self.store.ensure_jobs(changed)
+        if self.recover(records) or changed:
+            records = self.store.job_records()
+        work = self.initial_work(records)
         tasks = [asyncio.ensure_future(self.drive(job, record)) for job, record in work]
         try:
             await asyncio.gather(*tasks)

@@ -101,13 +101,20 @@ def _csv_cell(column: str, value: Any) -> str:
 
 
 def to_json(table: Table, summary: Mapping[str, Any]) -> str:
-    """The table as a JSON document with the manifest's name and path and a summary."""
-    document = {
-        "manifest": {"name": table.manifest.name, "path": display_path(table.manifest.path)},
-        "summary": dict(summary),
-        "jobs": list(table.rows),
-    }
-    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    """The table as a JSON document with the manifest's name and path and a summary.
+
+    One job per line: readable, diff-friendly, and written by the C encoder (an indented
+    document takes the pure-Python one, several times slower for large batches).
+    """
+    manifest = {"name": table.manifest.name, "path": display_path(table.manifest.path)}
+    jobs = ",\n    ".join(json.dumps(row, ensure_ascii=False) for row in table.rows)
+    return (
+        "{\n"
+        f'  "manifest": {json.dumps(manifest, ensure_ascii=False)},\n'
+        f'  "summary": {json.dumps(dict(summary), ensure_ascii=False)},\n'
+        f'  "jobs": [\n    {jobs}\n  ]\n'
+        "}\n"
+    )
 
 
 def write_atomic(path: Path, text: str) -> None:

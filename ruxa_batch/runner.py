@@ -33,6 +33,7 @@ from ruxa_batch.errors import (
 from ruxa_batch.manifest import Manifest, display_path, load_manifest
 from ruxa_batch.progress import Progress
 from ruxa_batch.ratelimit import RateLimiter
+from ruxa_batch.report import REPORT_FILENAME, write_report
 from ruxa_batch.results import build_table, write_results
 from ruxa_batch.settings import RunFlags
 from ruxa_batch.state import StateStore, output_dir_for, state_path_for
@@ -219,7 +220,16 @@ def _run_with_store(
         "seconds": round(elapsed, 1),
         "stopped_by": outcome.stopped_by,
     }
-    paths = write_results(table, output_dir, summary)
+    paths = list(write_results(table, output_dir, summary))
+    if flags.report:
+        paths.append(
+            write_report(
+                table,
+                output_dir=output_dir,
+                destination=output_dir / REPORT_FILENAME,
+                history=store.history(),
+            )
+        )
     if not flags.quiet:
         emit(_summary_lines(summary, paths, output_dir), sys.stdout)
     return _exit_code(outcome, summary)
@@ -264,7 +274,7 @@ def _summary_lines(summary: Mapping[str, Any], paths: Sequence[Path], out: Path)
         f"tasks created this run: {summary['tasks_created_this_run']:,}; possible duplicates: "
         f"{summary['possible_duplicates']:,}; time: {summary['seconds']:.1f} s",
         f"pictures: {display_path(out)}",
-        f"results: {', '.join(display_path(path) for path in paths)}",
+        *(f"{path.stem}: {display_path(path)}" for path in paths),
     ]
     return lines
 

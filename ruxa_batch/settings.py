@@ -61,6 +61,7 @@ class RunFlags:
     quiet: bool = False
     verbose: bool = False
     progress: bool | None = None  # None: a bar on a terminal, log lines otherwise
+    report: bool = True
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,19 @@ class ResultsSettings:
     path: Path
     format: str = "csv"
     output: Path | None = None
+    state: Path | None = None
+    max_jobs: int = DEFAULT_MAX_JOBS
+    sandbox: bool = False
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """``ruxa-batch report``."""
+
+    path: Path
+    output: Path | None = None
+    open: bool = False
+    embed: bool = False
     state: Path | None = None
     max_jobs: int = DEFAULT_MAX_JOBS
     sandbox: bool = False

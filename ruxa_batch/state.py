@@ -490,6 +490,19 @@ class StateStore:
                 (json.dumps(list(files)), json.dumps(list(digests)), stamp, stamp, key),
             )
 
+    def history(self) -> dict[str, Any]:
+        """Runs so far, tasks ever created, and the total time the runs took."""
+        seconds = 0.0
+        runs = 0
+        for row in self.conn.execute("SELECT started_at, finished_at FROM runs"):
+            runs += 1
+            if row["finished_at"]:
+                start = datetime.fromisoformat(row["started_at"].replace("Z", "+00:00"))
+                end = datetime.fromisoformat(row["finished_at"].replace("Z", "+00:00"))
+                seconds += (end - start).total_seconds()
+        tasks = self.conn.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]
+        return {"runs": runs, "tasks_created": int(tasks), "seconds": seconds}
+
     def get_meta(self, key: str) -> str | None:
         """A value from the meta table."""
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
