@@ -12,8 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from ruxa_batch.errors import EXIT_INVALID, EXIT_OK, UsageError, emit
-from ruxa_batch.manifest import Manifest, check_manifest, display_path, load_manifest
-from ruxa_batch.plan import make_plan, render
+from ruxa_batch.manifest import (
+    RUN_DEFAULTS,
+    Manifest,
+    check_manifest,
+    display_path,
+    load_manifest,
+)
+from ruxa_batch.plan import estimate, make_plan, render
 from ruxa_batch.report import REPORT_FILENAME, write_report
 from ruxa_batch.results import build_table, to_csv, to_json, write_atomic
 from ruxa_batch.schema import schema_text
@@ -100,7 +106,15 @@ def plan(settings: PlanSettings) -> int:
     """Print what ``run`` would do with each job of the manifest."""
     manifest = load_manifest(settings.path, max_jobs=settings.max_jobs)
     records = _records(manifest, settings.state, sandbox=settings.sandbox)
-    emit([render(make_plan(manifest, records), settings.format)], sys.stdout)
+    planned = make_plan(manifest, records)
+    price = (
+        settings.price_per_task
+        if settings.price_per_task is not None
+        else manifest.run.get("price_per_task")
+    )
+    max_attempts = int(manifest.run.get("max_attempts", RUN_DEFAULTS["max_attempts"]))
+    cost = estimate(planned, max_attempts=max_attempts, price=price)
+    emit([render(planned, settings.format, cost)], sys.stdout)
     return EXIT_OK
 
 

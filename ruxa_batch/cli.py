@@ -86,7 +86,20 @@ def validate(manifests: tuple[Path, ...], max_jobs: int, quiet: bool) -> int:
 @_max_jobs_option
 @_state_option
 @_sandbox_state_option
-def plan(manifest: Path, fmt: str, max_jobs: int, state: Path | None, sandbox: bool) -> int:
+@click.option(
+    "--price-per-task",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Show the expected and worst-case cost at this price. [default: run.price_per_task]",
+)
+def plan(
+    manifest: Path,
+    fmt: str,
+    max_jobs: int,
+    state: Path | None,
+    sandbox: bool,
+    price_per_task: float | None,
+) -> int:
     """Show every job the manifest expands to and what `run` would do with it.
 
     Needs no network and no API key.
@@ -99,7 +112,14 @@ def plan(manifest: Path, fmt: str, max_jobs: int, state: Path | None, sandbox: b
     from ruxa_batch.settings import PlanSettings
 
     return app.plan(
-        PlanSettings(path=manifest, format=fmt, max_jobs=max_jobs, state=state, sandbox=sandbox)
+        PlanSettings(
+            path=manifest,
+            format=fmt,
+            max_jobs=max_jobs,
+            state=state,
+            sandbox=sandbox,
+            price_per_task=price_per_task,
+        )
     )
 
 
@@ -147,6 +167,19 @@ def plan(manifest: Path, fmt: str, max_jobs: int, state: Path | None, sandbox: b
     default=None,
     help="Seconds a task may stay unfinished before it counts as failed. [default: 900]",
 )
+@click.option(
+    "--price-per-task",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="What one task costs; shown with the estimate. [default: run.price_per_task]",
+)
+@click.option(
+    "--max-tasks",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Create at most this many tasks in this run, retries included. [default: run.max_tasks]",
+)
+@click.option("-y", "--yes", is_flag=True, help="Do not ask before creating more than 100 tasks.")
 @click.option(
     "--retry-failed",
     is_flag=True,

@@ -71,6 +71,7 @@ class EngineOptions:
     max_download_bytes: int
     backoff_base: float = 1.0
     seed: int | None = None
+    max_tasks: int | None = None  # hard cap on creates in this run
 
 
 @dataclass
@@ -78,7 +79,8 @@ class RunOutcome:
     """What happened during one run."""
 
     tasks_created: int = 0
-    stopped_by: str | None = None  # "credits" | "auth" | "interrupted"
+    possible_tasks: int = 0  # creates whose answer was lost: each may have made a task
+    stopped_by: str | None = None  # "credits" | "auth" | "interrupted" | "max_tasks"
     not_submitted: int = 0
     unknown_states: set[str] = field(default_factory=set)
 
@@ -121,6 +123,7 @@ class Engine:
         self.outcome = RunOutcome()
         self.stop_creating = False  # 402: no more creates, but finish what is running
         self.halted = False  # 401 or Ctrl-C: no more requests of any kind
+        self.in_flight = 0  # creates sent and not answered yet
         self._sleepers: set[asyncio.Future[None]] = set()
         self.rng = random.Random(options.seed)
         self.callback = manifest.callback_url is not None
@@ -319,11 +322,16 @@ class Engine:
             numbers: list[int] = []
 
             def intend(numbers: list[int] = numbers) -> None:
-                # Write-ahead, at the last moment before the request leaves: a create still
-                # waiting for a rate-limit token or a connection is not ambiguous if we die.
+                # Every create passes here, at the last moment before it leaves: the cap is
+                # checked and the write-ahead record committed (a create still waiting for a
+                # token or a connection is neither counted nor ambiguous if we die).
+                if not self.stop_creating and not self.within_cap():
+                    self.stop_creating = True
+                    self.outcome.stopped_by = self.outcome.stopped_by or "max_tasks"
                 if self.stop_creating:
                     raise Withdrawn
                 numbers.append(self.store.begin_attempt(job.key))
+                self.in_flight += 1
 
             try:
                 task_id = await self.client.create(self.body(job), before_send=intend)
@@ -332,6 +340,7 @@ class Engine:
             except Exception as exc:
                 if not numbers:
                     raise  # failed before the request could leave: a bug, not an API answer
+                self.in_flight -= 1
                 outcome = self.create_failed(job, numbers[0], exc)
                 if outcome == "stop":
                     return None
@@ -344,9 +353,18 @@ class Engine:
                 elif isinstance(exc, RateLimited):
                     await self.backoff(1, exc.retry_after)
                 continue
+            self.in_flight -= 1
             self.store.record_task(job.key, numbers[0], task_id)
             self.outcome.tasks_created += 1
             return task_id
+
+    def within_cap(self) -> bool:
+        """Whether one more create stays within --max-tasks (lost answers count as tasks)."""
+        cap = self.options.max_tasks
+        if cap is None:
+            return True
+        used = self.outcome.tasks_created + self.outcome.possible_tasks + self.in_flight
+        return used < cap
 
     def create_failed(self, job: Job, attempt: int, exc: Exception) -> str:
         """Record why a create got no task ID; returns "stop", "transient" or "again"."""
@@ -380,6 +398,7 @@ class Engine:
         if isinstance(exc, (NoAnswer, BadAnswer, ApiError)):
             # The request may have reached the API: a task may exist that we will never see.
             reason = _describe(exc)
+            self.outcome.possible_tasks += 1
             self.store.close_attempt(job.key, attempt, AMBIGUOUS, reason)
             if self.options.at_most_once:
                 self.finish(

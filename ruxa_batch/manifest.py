@@ -30,6 +30,16 @@ from ruxa_batch.template import Template, TemplateError, parse_template, slugify
 from ruxa_batch.yamlsource import Document, PathKey, YamlProblem, json_path, load_yaml, read_text
 
 DEFAULT_MAX_JOBS = 100_000
+# Defaults of the manifest's `run:` keys (each also has a command-line flag that wins).
+RUN_DEFAULTS: Mapping[str, Any] = {
+    "concurrency": 8,
+    "rate_limit": 10.0,
+    "max_attempts": 3,
+    "poll_interval": 3.0,
+    "task_timeout": 900.0,
+    "price_per_task": None,
+    "max_tasks": None,
+}
 DEFAULT_FILENAME = "{id}-{n}.{ext}"
 MAX_CSV_BYTES = 64 * 1024 * 1024
 FILENAME_PLACEHOLDERS = ("id", "variant", "n", "ext")

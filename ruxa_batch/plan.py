@@ -25,6 +25,7 @@ class PlannedJob:
 
     job: Job
     action: str
+    attempts: int = 0  # tasks already created for the job
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,52 @@ class Plan:
         counts["orphaned"] = len(self.orphaned)
         return {action: counts[action] for action in ACTIONS if counts[action]}
 
-    @property
-    def to_create(self) -> int:
-        """Tasks the run would create if every attempt succeeds first time."""
-        return sum(1 for item in self.items if item.action in ("submit", "retry"))
+
+@dataclass(frozen=True)
+class Estimate:
+    """How many tasks a run may create, and what they may cost."""
+
+    expected: int  # if every task succeeds first time
+    at_most: int  # if every attempt fails until the last
+    price: float | None
+
+    def lines(self) -> list[str]:
+        """The estimate in words."""
+        lines = [
+            f"Tasks to create: {self.expected:,} if each succeeds first time, "
+            f"at most {self.at_most:,} with retries"
+        ]
+        if self.price is not None:
+            lines.append(
+                f"Cost at {self.price:g} per task: expected {_money(self.expected * self.price)}, "
+                f"at most {_money(self.at_most * self.price)}"
+            )
+        return lines
+
+
+def _money(amount: float) -> str:
+    return f"{amount:,.2f}" if amount != int(amount) else f"{int(amount):,}"
+
+
+def estimate(
+    plan: Plan,
+    *,
+    max_attempts: int,
+    price: float | None,
+    retry_failed: bool = False,
+    retry_uncertain: bool = False,
+) -> Estimate:
+    """Tasks (and cost) of running ``plan``: jobs x variants x possible attempts."""
+    resubmitted = {"submit"}
+    if retry_failed:
+        resubmitted.add("retry")
+    if retry_uncertain:
+        resubmitted.add("uncertain")
+    expected = sum(1 for item in plan.items if item.action in resubmitted)
+    at_most = expected * max_attempts + sum(
+        max(0, max_attempts - item.attempts) for item in plan.items if item.action == "running"
+    )
+    return Estimate(expected, at_most, price)
 
 
 def action_for(record: JobRecord | None) -> str:
@@ -65,19 +108,23 @@ def action_for(record: JobRecord | None) -> str:
 def make_plan(manifest: Manifest, records: dict[str, JobRecord] | None = None) -> Plan:
     """The plan for ``manifest`` against the recorded state (none: every job is submitted)."""
     known = records or {}
-    items = tuple(PlannedJob(job, action_for(known.get(job.key))) for job in manifest.jobs)
+    items = tuple(
+        PlannedJob(job, action_for(record), record.attempts if record else 0)
+        for job in manifest.jobs
+        for record in (known.get(job.key),)
+    )
     keys = {job.key for job in manifest.jobs}
     orphaned = tuple(record for key, record in known.items() if key not in keys)
     return Plan(manifest, items, orphaned)
 
 
-def render(plan: Plan, fmt: str) -> str:
+def render(plan: Plan, fmt: str, cost: Estimate) -> str:
     """The plan as ``text``, ``json`` or ``markdown``."""
     if fmt == "json":
-        return render_json(plan)
+        return render_json(plan, cost)
     if fmt == "markdown":
-        return render_markdown(plan)
-    return render_text(plan)
+        return render_markdown(plan, cost)
+    return render_text(plan, cost)
 
 
 def _one_line(text: str, width: int) -> str:
@@ -89,7 +136,7 @@ def _totals_text(plan: Plan) -> str:
     return ", ".join(f"{action} {count:,}" for action, count in plan.totals().items()) or "none"
 
 
-def render_text(plan: Plan) -> str:
+def render_text(plan: Plan, cost: Estimate) -> str:
     """A fixed-width table for a terminal."""
     manifest = plan.manifest
     header = ("ACTION", "ID", "VAR", "SIZE", "FORMAT", "IMAGES", "PROMPT")
@@ -122,7 +169,7 @@ def render_text(plan: Plan) -> str:
     lines += [
         "",
         f"Totals: {_totals_text(plan)}",
-        f"Tasks to create: {plan.to_create:,}",
+        *cost.lines(),
         f"Output folder: {display_path(manifest.output.dir)}",
     ]
     return "\n".join(lines)
@@ -142,7 +189,7 @@ def _job_record(item: PlannedJob) -> dict[str, Any]:
     }
 
 
-def render_json(plan: Plan) -> str:
+def render_json(plan: Plan, cost: Estimate) -> str:
     """The plan as one JSON document."""
     manifest = plan.manifest
     document = {
@@ -151,7 +198,11 @@ def render_json(plan: Plan) -> str:
         "model": manifest.model,
         "output_dir": display_path(manifest.output.dir),
         "totals": plan.totals(),
-        "tasks_to_create": plan.to_create,
+        "tasks_to_create": cost.expected,
+        "tasks_at_most": cost.at_most,
+        "price_per_task": cost.price,
+        "cost_expected": None if cost.price is None else cost.expected * cost.price,
+        "cost_at_most": None if cost.price is None else cost.at_most * cost.price,
         "jobs": [_job_record(item) for item in plan.items],
         "orphaned": [
             {
@@ -175,15 +226,26 @@ def _md(text: str, width: int = 80) -> str:
     return flat
 
 
-def render_markdown(plan: Plan) -> str:
+def cost_markdown(cost: Estimate) -> list[str]:
+    """The cost line of the markdown plan (none without a price)."""
+    if cost.price is None:
+        return []
+    expected = _money(cost.expected * cost.price)
+    at_most = _money(cost.at_most * cost.price)
+    return [f"Cost at {cost.price:g} per task: expected **{expected}**, at most **{at_most}**", ""]
+
+
+def render_markdown(plan: Plan, cost: Estimate) -> str:
     """A summary and a collapsible job table, to paste into a pull request."""
     manifest = plan.manifest
     lines = [
         f"### ruxa-batch plan: {_md(manifest.name)}",
         "",
         f"`{_md(display_path(manifest.path))}` · model `{manifest.model}` · "
-        f"{len(plan.items):,} jobs · **{plan.to_create:,} tasks to create**",
+        f"{len(plan.items):,} jobs · **{cost.expected:,} tasks to create** "
+        f"(at most {cost.at_most:,} with retries)",
         "",
+        *cost_markdown(cost),
         "| action | jobs |",
         "| --- | ---: |",
     ]

@@ -60,9 +60,9 @@ article.job h2 small { color: var(--muted); font-weight: normal; }
 .badge.succeeded { background: var(--ok); } .badge.failed { background: var(--bad); }
 .badge.uncertain { background: var(--warn); }
 .prompt { margin: 8px 0; }
-dl.params { display: flex; flex-wrap: wrap; gap: 2px 14px; margin: 0 0 10px; font-size: 13px;
+p.params { display: flex; flex-wrap: wrap; gap: 2px 14px; margin: 0 0 10px; font-size: 13px;
   color: var(--muted); }
-dl.params dt { font-weight: 600; } dl.params dd { margin: 0 0 0 -10px; }
+p.params b { font-weight: 600; margin-right: 4px; }
 .pictures { display: flex; flex-wrap: wrap; align-items: center; gap: 10px; }
 .arrow { color: var(--muted); font-size: 20px; }
 figure { margin: 0; text-align: center; font-size: 12px; color: var(--muted); }
@@ -232,9 +232,9 @@ def _card(row: Mapping[str, Any], output_dir: Path, prefix: str, *, embed: bool)
         f'<span class="badge {_e(status)}">{_e(status)}</span>'
         f"<h2>{_e(row['id'])} <small>variant {_e(row['variant'])}</small></h2>",
         f'<p class="prompt">{_e(row["prompt"])}</p>',
-        '<dl class="params">'
-        + "".join(f"<dt>{_e(key)}</dt><dd>{_e(value)}</dd>" for key, value in params)
-        + "</dl>",
+        '<p class="params">'
+        + "".join(f"<span><b>{_e(key)}</b>{_e(value)}</span>" for key, value in params)
+        + "</p>",
         '<div class="pictures">',
         *inputs,
         '<span class="arrow" aria-hidden="true">→</span>',

@@ -30,7 +30,8 @@ from ruxa_batch.errors import (
     UsageError,
     emit,
 )
-from ruxa_batch.manifest import Manifest, display_path, load_manifest
+from ruxa_batch.manifest import RUN_DEFAULTS, Manifest, display_path, load_manifest
+from ruxa_batch.plan import estimate, make_plan
 from ruxa_batch.progress import Progress
 from ruxa_batch.ratelimit import RateLimiter
 from ruxa_batch.report import REPORT_FILENAME, write_report
@@ -41,18 +42,9 @@ from ruxa_batch.state import StateStore, output_dir_for, state_path_for
 DEFAULT_BASE_URL = "https://api.ruxa.ai"
 SANDBOX_ENDPOINT = "sandbox"
 
-# Defaults for the manifest's `run:` keys (each also has a flag that wins).
-RUN_DEFAULTS: Mapping[str, Any] = {
-    "concurrency": 8,
-    "rate_limit": 10.0,
-    "max_attempts": 3,
-    "poll_interval": 3.0,
-    "task_timeout": 900.0,
-}
 
-
-class ApiStopped(RuxaBatchError):
-    """The API stopped the run: the key was rejected or the credits ran out."""
+class StoppedEarly(RuxaBatchError):
+    """The run stopped before every job was submitted: key rejected, credits out, or the cap."""
 
     exit_code = EXIT_API_STOPPED
 
@@ -186,7 +178,11 @@ def _run_with_store(
         download=flags.download,
         max_download_bytes=int(flags.max_download_mb * 1024 * 1024),
         backoff_base=flags.retry_backoff,
+        max_tasks=tuning["max_tasks"],
     )
+    if not confirmed(manifest, store, flags, tuning):
+        emit(["not confirmed: nothing was sent"])
+        return EXIT_INTERRUPTED
     progress = Progress(
         total=len(manifest.jobs),
         mode=progress_mode(flags),
@@ -219,6 +215,7 @@ def _run_with_store(
         "requests_sent_this_run": client.requests,
         "seconds": round(elapsed, 1),
         "stopped_by": outcome.stopped_by,
+        "max_tasks": tuning["max_tasks"],
     }
     paths = list(write_results(table, output_dir, summary))
     if flags.report:
@@ -266,6 +263,36 @@ async def _drive(engine: Engine, progress: Progress) -> None:
         await engine.client.aclose()
 
 
+CONFIRM_ABOVE = 100  # tasks; a bigger run asks first when a person is at the terminal
+
+
+def is_interactive() -> bool:
+    """A person at a terminal (both standard input and output)."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def confirmed(
+    manifest: Manifest, store: StateStore, flags: RunFlags, tuning: Mapping[str, Any]
+) -> bool:
+    """Ask before a run that may create more than CONFIRM_ABOVE tasks; never off a terminal."""
+    if flags.yes or not is_interactive():
+        return True
+    cost = estimate(
+        make_plan(manifest, store.job_records()),
+        max_attempts=int(tuning["max_attempts"]),
+        price=tuning["price_per_task"],
+        retry_failed=flags.retry_failed,
+        retry_uncertain=flags.retry_uncertain,
+    )
+    if cost.expected <= CONFIRM_ABOVE:
+        return True
+    cap = tuning["max_tasks"]
+    lines = cost.lines() + ([f"Capped at {cap:,} tasks by --max-tasks"] if cap else [])
+    emit(lines, sys.stdout)
+    answer = input("Continue? [y/N] ").strip().lower()
+    return answer in ("y", "yes")
+
+
 def _summary_lines(summary: Mapping[str, Any], paths: Sequence[Path], out: Path) -> list[str]:
     lines = [
         f"{summary['succeeded']:,} succeeded, {summary['failed']:,} failed, "
@@ -284,12 +311,17 @@ def _exit_code(outcome: RunOutcome, summary: Mapping[str, Any]) -> int:
         emit(["interrupted: the state is saved; run the same command again to continue"])
         return EXIT_INTERRUPTED
     if outcome.stopped_by == "auth":
-        raise ApiStopped(
+        raise StoppedEarly(
             "the API rejected the key (401); no job was marked failed. Check RUXA_API_KEY "
             "and run again to continue"
         )
+    if outcome.stopped_by == "max_tasks":
+        raise StoppedEarly(
+            f"stopped at the cap of {summary['max_tasks']:,} tasks for this run (--max-tasks): "
+            f"{outcome.not_submitted:,} jobs were not submitted; run again to continue with them"
+        )
     if outcome.stopped_by == "credits":
-        raise ApiStopped(
+        raise StoppedEarly(
             f"the API reports insufficient credits (402): {outcome.not_submitted:,} jobs were not "
             "submitted; add credits and run the same command again to continue with them"
         )

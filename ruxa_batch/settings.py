@@ -27,6 +27,7 @@ class PlanSettings:
     max_jobs: int = DEFAULT_MAX_JOBS
     state: Path | None = None
     sandbox: bool = False
+    price_per_task: float | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,9 @@ class RunFlags:
     poll_interval: float | None = None
     max_attempts: int | None = None
     task_timeout: float | None = None
+    price_per_task: float | None = None
+    max_tasks: int | None = None
+    yes: bool = False
     retry_failed: bool = False
     at_most_once: bool = False
     retry_uncertain: bool = False

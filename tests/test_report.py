@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from test_engine import results, run_args, write_manifest
 
 EVIL = "<script>document.title='pwned'</script><img src=x onerror=\"document.title='pwned'\">"
@@ -111,8 +112,6 @@ def test_in_a_real_browser(finished_batch: Path, hermetic: Path) -> None:
     shot = hermetic / "report.png"
     browser(hermetic, f"--screenshot={shot}", "--window-size=1280,900", "--hide-scrollbars", url)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
-    if os.environ.get("RUXA_BATCH_SAVE_SCREENSHOT"):
-        shutil.copy(shot, os.environ["RUXA_BATCH_SAVE_SCREENSHOT"])
     # The script ran and the hostile prompt did not: the title is ours, no injected element.
     dom = browser(hermetic, "--dump-dom", url)
     assert "<title>ruxa-batch report: t</title>" in dom
@@ -129,3 +128,39 @@ def test_in_a_real_browser(finished_batch: Path, hermetic: Path) -> None:
     assert not any(" hidden" in tag for tag in failed)
     assert all(" hidden" in tag for tag in others)
     assert 'data-filter="failed" aria-pressed="true"' in filtered
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
+def test_the_example_batch_report_renders(run, hermetic: Path) -> None:
+    """The README's first command ends with this page; its screenshot is the README's picture."""
+    manifests = hermetic / "manifests"
+    manifests.mkdir()
+    for name in ("example.yaml", "products.csv"):
+        shutil.copy(REPO / "manifests" / name, manifests / name)
+    result = run(
+        [
+            "ruxa-batch",
+            "run",
+            "manifests/example.yaml",
+            "--sandbox",
+            "--sandbox-generation-time",
+            "0.1",
+            "--sandbox-image-size",
+            "256",
+            "--no-progress",
+        ]
+    )
+    assert result.code == 0, result.err
+    page = manifests / "out" / "autumn-catalog.sandbox" / "report.html"
+    assert "report: manifests/out/autumn-catalog.sandbox/report.html" in result.out
+    shot = hermetic / "example-report.png"
+    browser(
+        hermetic,
+        f"--screenshot={shot}",
+        "--window-size=1280,1000",
+        "--hide-scrollbars",
+        page.resolve().as_uri(),
+    )
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+    if os.environ.get("SAVE_REPORT_SCREENSHOT"):
+        shutil.copy(shot, os.environ["SAVE_REPORT_SCREENSHOT"])
