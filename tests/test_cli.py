@@ -45,7 +45,7 @@ def test_max_jobs_flag(run, example: Path) -> None:
     result = run(["ruxa-batch", "validate", "--max-jobs", "10", "manifests/example.yaml"])
     assert result.code == 2
     assert result.err == (
-        "manifests/example.yaml:34:5: $.jobs[0]: the manifest expands to more than 10 jobs counting "
+        "manifests/example.yaml:36:5: $.jobs[0]: the manifest expands to more than 10 jobs counting "
         "variants (this entry alone: 12); raise --max-jobs if that is intended\n"
     )
 
@@ -67,9 +67,10 @@ def test_plan_text(run, example: Path) -> None:
         "png",
         "1",
     ]
-    assert lines[-3:] == [
+    assert lines[-4:] == [
         "Totals: submit 22",
-        "Tasks to create: 22",
+        "Tasks to create: 22 if each succeeds first time, at most 66 with retries",
+        "Cost at 0.04 per task: expected 0.88, at most 2.64",
         "Output folder: manifests/out/autumn-catalog",
     ]
 
