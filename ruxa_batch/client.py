@@ -15,8 +15,8 @@ import asyncio
 import hashlib
 import json
 import os
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -215,16 +215,10 @@ class RuxaClient:
             if before_send is not None:
                 before_send()
             self.requests += 1
-            try:
+            with _transport_errors(f"the API at {self.base_url}"):
                 response = await http.request(
                     method, self.base_url + path, json=body, headers=self._auth
                 )
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                raise NotSent(
-                    f"could not connect to {self.base_url}: {type(exc).__name__}"
-                ) from None
-            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-                raise NoAnswer(f"no answer from {self.base_url}: {type(exc).__name__}") from None
         try:
             document = response.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -288,49 +282,58 @@ class RuxaClient:
             raise DownloadRejected(f"result URL is not http(s): {_short(url, 80)}")
         dest.parent.mkdir(parents=True, exist_ok=True)
         partial = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-        digest = hashlib.sha256()
-        size = 0
         async with self._slot() as http:
             self.requests += 1
             try:
-                async with http.stream("GET", url) as response:
-                    if response.status_code in (403, 404, 410):
-                        raise UrlExpired(f"HTTP {response.status_code}")
-                    if response.status_code != 200:
-                        raise ServerError(response.status_code, "download failed")
-                    declared = response.headers.get("content-length")
-                    if declared and declared.isdigit() and int(declared) > max_bytes:
-                        raise DownloadRejected(
-                            f"result file is {int(declared):,} bytes, over the "
-                            f"{max_bytes:,}-byte limit"
-                        )
-                    with partial.open("wb") as handle:
-                        head = b""
-                        async for chunk in response.aiter_bytes():
-                            size += len(chunk)
-                            if size > max_bytes:
-                                raise DownloadRejected(
-                                    f"result file is over the {max_bytes:,}-byte limit"
-                                )
-                            if len(head) < 8:
-                                head += chunk[: 8 - len(head)]
-                            digest.update(chunk)
-                            handle.write(chunk)
-                        handle.flush()
-                        os.fsync(handle.fileno())
-                    if not (head.startswith(PNG_MAGIC) or head.startswith(JPEG_MAGIC)):
-                        raise DownloadRejected("result file is neither a PNG nor a JPEG")
+                with _transport_errors("a result file"):
+                    async with http.stream("GET", url) as response:
+                        size, digest = await _save(response, partial, max_bytes)
                 os.replace(partial, dest)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                raise NotSent(
-                    f"could not connect to download a result: {type(exc).__name__}"
-                ) from None
-            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-                raise NoAnswer(f"download interrupted: {type(exc).__name__}") from None
             finally:
                 if partial.exists():
                     partial.unlink()
-        return Downloaded(dest, size, digest.hexdigest())
+        return Downloaded(dest, size, digest)
+
+
+async def _save(response: httpx.Response, partial: Path, max_bytes: int) -> tuple[int, str]:
+    """Write a result file's body to ``partial``, checked; returns its size and sha256."""
+    if response.status_code in (403, 404, 410):
+        raise UrlExpired(f"HTTP {response.status_code}")
+    if response.status_code != 200:
+        raise ServerError(response.status_code, "download failed")
+    declared = response.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise DownloadRejected(
+            f"result file is {int(declared):,} bytes, over the {max_bytes:,}-byte limit"
+        )
+    digest = hashlib.sha256()
+    size = 0
+    head = b""
+    with partial.open("wb") as handle:
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > max_bytes:
+                raise DownloadRejected(f"result file is over the {max_bytes:,}-byte limit")
+            if len(head) < 8:
+                head += chunk[: 8 - len(head)]
+            digest.update(chunk)
+            handle.write(chunk)
+        handle.flush()
+        os.fsync(handle.fileno())
+    if not (head.startswith(PNG_MAGIC) or head.startswith(JPEG_MAGIC)):
+        raise DownloadRejected("result file is neither a PNG nor a JPEG")
+    return size, digest.hexdigest()
+
+
+@contextmanager
+def _transport_errors(peer: str) -> Iterator[None]:
+    """Turn httpx's network errors into NotSent (nothing left) or NoAnswer (it may have)."""
+    try:
+        yield
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        raise NotSent(f"could not connect to {peer}: {type(exc).__name__}") from None
+    except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+        raise NoAnswer(f"no answer from {peer}: {type(exc).__name__}") from None
 
 
 def parse_task(task_id: str, data: Mapping[str, Any]) -> TaskInfo:

@@ -7,7 +7,6 @@ already safe and ``results.csv``/``results.json`` are rewritten before the proce
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import os
 import signal
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ruxa_batch.addresses import is_loopback
 from ruxa_batch.client import RuxaClient
 from ruxa_batch.engine import Engine, EngineOptions, RunOutcome
 from ruxa_batch.errors import (
@@ -67,16 +67,6 @@ def resolve_tuning(manifest: Manifest, flags: RunFlags) -> dict[str, Any]:
         if value is not None:
             tuning[key] = value
     return tuning
-
-
-def is_loopback(host: str) -> bool:
-    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_base_url(url: str) -> str:

@@ -16,9 +16,9 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from ruxa_batch.addresses import is_loopback
 from ruxa_batch.sandbox import SandboxConfig, serve
 from ruxa_batch.sandbox.options import config_from_options, sandbox_options
-from ruxa_batch.sandbox.server import _is_loopback_host
 
 DOCS = Path(__file__).parent.parent / "README.md"
 
@@ -129,9 +129,9 @@ def test_docs_describe_every_flag() -> None:
 
 
 def test_loopback_hosts() -> None:
-    assert _is_loopback_host("127.0.0.1") and _is_loopback_host("::1")
-    assert _is_loopback_host("localhost")
-    assert not _is_loopback_host("0.0.0.0") and not _is_loopback_host("192.168.1.10")
+    assert is_loopback("127.0.0.1") and is_loopback("::1")
+    assert is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.10")
 
 
 def test_serve_refuses_a_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import heapq
 import http.client
-import ipaddress
 import itertools
 import threading
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
+
+from ruxa_batch.addresses import is_loopback
 
 SEND_TIMEOUT = 2.0  # a stuck receiver must not hold up every later callback for long
 
@@ -20,14 +21,7 @@ def is_loopback_url(url: str) -> bool:
         host = urlsplit(url).hostname
     except ValueError:
         return False
-    if host is None:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(host)
 
 
 def post_json(url: str, body: bytes) -> int:

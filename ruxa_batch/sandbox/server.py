@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import secrets
 import socket
@@ -16,6 +15,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from ruxa_batch.addresses import is_loopback
 from ruxa_batch.errors import EXIT_INVALID, EXIT_OK
 from ruxa_batch.sandbox.api import (
     CREATE_PATH,
@@ -127,15 +127,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(reply.body)
 
 
-def _is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class SandboxServer:
     """The sandbox on a background thread: ``with SandboxServer(config) as sb: sb.base_url``."""
 
@@ -236,7 +227,7 @@ def serve(config: SandboxConfig, *, host: str, port: int) -> int:
     except OSError as exc:
         print(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_INVALID
-    if not _is_loopback_host(host):
+    if not is_loopback(host):
         print(
             f"warning: listening on {host}, not loopback: other machines can reach the sandbox",
             file=sys.stderr,
