@@ -105,6 +105,8 @@ def read_api_key(flags: RunFlags) -> str:
 @contextmanager
 def endpoint_for(flags: RunFlags) -> Iterator[Endpoint]:
     """The endpoint of this run; with --sandbox, a local sandbox serving for its duration."""
+    if flags.sandbox and flags.base_url:
+        raise UsageError("--base-url and --sandbox exclude each other: choose one endpoint")
     if not flags.sandbox:
         base = check_base_url(flags.base_url or os.environ.get("RUXA_BASE_URL") or DEFAULT_BASE_URL)
         yield Endpoint(base, read_api_key(flags), base)

@@ -477,3 +477,26 @@ def test_unknown_state_is_logged_once_and_treated_as_running(
     ]
     db = sqlite3.connect(hermetic / "state.sqlite")
     assert {row[0] for row in db.execute("SELECT status FROM jobs")} == {"succeeded"}
+
+
+def test_sandbox_and_base_url_exclude_each_other(run, hermetic) -> None:
+    write_manifest(hermetic, 1)
+    result = run(["ruxa-batch", "run", "m.yaml", "--sandbox", "--base-url", "https://api.ruxa.ai"])
+    assert (result.code, result.err) == (
+        2,
+        "error: --base-url and --sandbox exclude each other: choose one endpoint\n",
+    )
+
+
+def test_a_damaged_state_file_is_a_clear_error(run, hermetic, sandbox, keyed) -> None:
+    keyed(sandbox)
+    write_manifest(hermetic, 1)
+    state = hermetic / "out" / "t" / ".ruxa-batch.sqlite"
+    state.parent.mkdir(parents=True)
+    state.write_bytes(b"this is not a database" * 100)
+    result = run(run_args(sandbox))
+    assert result.code == 2
+    assert result.err.startswith("error: cannot use state file ")
+    assert "file is not a database" in result.err
+    status = run(["ruxa-batch", "status", "m.yaml"])
+    assert status.code == 2 and "file is not a database" in status.err
