@@ -88,8 +88,8 @@ class RunOutcome:
 class Events:
     """Hooks for progress display; the default does nothing."""
 
-    def job_started(self, job: Job) -> None:
-        """A job's first request is about to go out in this run."""
+    def job_started(self, job: Job, *, has_task: bool) -> None:
+        """This run starts driving ``job`` (``has_task``: an earlier run created its task)."""
 
     def job_submitted(self, job: Job, task_id: str) -> None:
         """A task was created for ``job``."""
@@ -256,9 +256,9 @@ class Engine:
 
     async def drive(self, job: Job, record: JobRecord | None) -> None:
         """One job's whole life in this run."""
-        self.events.job_started(job)
         attempts = record.attempts if record is not None else 0
         task_id = record.task_id if record is not None and record.status != PENDING else None
+        self.events.job_started(job, has_task=task_id is not None)
         if record is not None and record.status == SUCCEEDED:
             await self.fetch(job, task_id, list(record.result_urls))
             return

@@ -35,7 +35,7 @@ class Progress(Events):
         self.interval = interval
         self.started = time.monotonic()
         self.submitted = 0
-        self.active = 0
+        self.with_task: set[str] = set()  # jobs whose task is running or downloading
         self.succeeded = 0
         self.failed = 0
         self.left = 0
@@ -72,26 +72,32 @@ class Progress(Events):
         finished = self.succeeded + self.failed
         return (
             f"[{elapsed:.0f}s] {finished:,}/{self.total:,} finished: {self.succeeded:,} succeeded, "
-            f"{self.failed:,} failed; {self.active:,} in progress, {self.submitted:,} tasks created"
+            f"{self.failed:,} failed; {len(self.with_task):,} running, "
+            f"{self.submitted:,} tasks created"
         )
 
     def _refresh(self) -> None:
         if self._bar is not None:
             self._bar.set_postfix(
-                created=self.submitted, running=self.active, failed=self.failed, refresh=False
+                created=self.submitted,
+                running=len(self.with_task),
+                failed=self.failed,
+                refresh=False,
             )
 
-    def job_started(self, job: Job) -> None:
-        self.active += 1
+    def job_started(self, job: Job, *, has_task: bool) -> None:
+        if has_task:
+            self.with_task.add(job.key)
 
     def job_submitted(self, job: Job, task_id: str) -> None:
         self.submitted += 1
+        self.with_task.add(job.key)
         if self.verbose:
             self.line(f"created {task_id} for {job.id} (variant {job.variant})")
         self._refresh()
 
     def job_finished(self, job: Job, status: str, message: str | None) -> None:
-        self.active -= 1
+        self.with_task.discard(job.key)
         if status == SUCCEEDED:
             self.succeeded += 1
         elif status == FAILED:
