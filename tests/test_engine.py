@@ -500,3 +500,16 @@ def test_a_damaged_state_file_is_a_clear_error(run, hermetic, sandbox, keyed) ->
     assert "file is not a database" in result.err
     status = run(["ruxa-batch", "status", "m.yaml"])
     assert status.code == 2 and "file is not a database" in status.err
+
+
+def test_callback_url_means_fewer_status_queries(run, hermetic, sandbox_factory, keyed) -> None:
+    server = keyed(sandbox_factory(generation_time=0.4))
+    write_manifest(hermetic, 10)
+    assert run(run_args(server, "--state", "plain.sqlite")).code == 0
+    plain = server.counters()["queries"]
+    write_manifest(hermetic, 10, extra="callback_url: http://127.0.0.1:9/hook\n")
+    # Identity ignores callback_url: a fresh state file runs the same jobs again.
+    assert run(run_args(server, "--state", "hooked.sqlite")).code == 0
+    hooked = server.counters()["queries"] - plain
+    assert hooked < plain
+    assert all(task["callbackUrl"] for task in server.tasks()[10:])
