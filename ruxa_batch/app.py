@@ -12,14 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ruxa_batch.errors import EXIT_INVALID, EXIT_OK, UsageError, emit
-from ruxa_batch.manifest import (
-    RUN_DEFAULTS,
-    Manifest,
-    check_manifest,
-    display_path,
-    load_manifest,
-)
-from ruxa_batch.plan import estimate, make_plan, render
+from ruxa_batch.manifest import Manifest, check_manifest, display_path, load_manifest
+from ruxa_batch.plan import make_plan, render
 from ruxa_batch.report import REPORT_FILENAME, write_report
 from ruxa_batch.results import build_table, to_csv, to_json, write_atomic
 from ruxa_batch.schema import schema_text
@@ -33,7 +27,9 @@ from ruxa_batch.settings import (
     ValidateSettings,
 )
 from ruxa_batch.state import JobRecord, StateStore, output_dir_for, state_path_for
+from ruxa_batch.statuses import JobStatus
 from ruxa_batch.template import slugify
+from ruxa_batch.tuning import Tuning
 
 
 def plural(count: int, noun: str) -> str:
@@ -103,17 +99,17 @@ def report(settings: ReportSettings) -> int:
 
 
 def plan(settings: PlanSettings) -> int:
-    """Print what ``run`` would do with each job of the manifest."""
+    """Print what ``run`` with the same flags would do with each job of the manifest."""
     manifest = load_manifest(settings.path, max_jobs=settings.max_jobs)
     records = _records(manifest, settings.state, sandbox=settings.sandbox)
-    planned = make_plan(manifest, records)
-    price = (
-        settings.price_per_task
-        if settings.price_per_task is not None
-        else manifest.run.get("price_per_task")
+    tuning = Tuning.resolve(manifest.run, settings.tuning)
+    planned = make_plan(
+        manifest,
+        records,
+        settings.decisions.options(max_attempts=tuning.max_attempts),
+        output_dir=output_dir_for(manifest.output.dir, sandbox=settings.sandbox),
     )
-    max_attempts = int(manifest.run.get("max_attempts", RUN_DEFAULTS["max_attempts"]))
-    cost = estimate(planned, max_attempts=max_attempts, price=price)
+    cost = planned.estimate(price=tuning.price_per_task)
     emit([render(planned, settings.format, cost)], sys.stdout)
     return EXIT_OK
 
@@ -130,7 +126,7 @@ def status(settings: StatusSettings) -> int:
     manifest = load_manifest(settings.path, max_jobs=settings.max_jobs)
     table = build_table(manifest, _records(manifest, settings.state, sandbox=settings.sandbox))
     counts = table.counts()
-    not_done = [row for row in table.rows if row["status"] != "succeeded"]
+    not_done = [row for row in table.rows if row["status"] != JobStatus.SUCCEEDED]
     if settings.format == "json":
         document = {
             "name": manifest.name,

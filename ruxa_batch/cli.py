@@ -5,15 +5,18 @@ Heavy modules (YAML, JSON Schema, HTTP) are imported inside the commands so that
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from ruxa_batch import __version__
 from ruxa_batch.errors import EXIT_INTERRUPTED, EXIT_INVALID, emit, run_guarded
 from ruxa_batch.sandbox.options import config_from_options, sandbox_options
+from ruxa_batch.tuning import settings, tuning_options
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_MAX_JOBS = 100_000  # mirrors ruxa_batch.manifest.DEFAULT_MAX_JOBS (kept import-free)
 
@@ -37,6 +40,52 @@ _sandbox_state_option = click.option(
     is_flag=True,
     help="Read the state of the sandbox runs (kept apart in <output.dir>.sandbox).",
 )
+
+
+def _decision_options(command: F) -> F:
+    """The flags that change what happens to each job; `run` and `plan` take the same ones."""
+    for option in reversed(
+        [
+            click.option(
+                "--retry-failed",
+                is_flag=True,
+                help="Resubmit jobs that failed in earlier runs (with a fresh set of attempts).",
+            ),
+            click.option(
+                "--at-most-once",
+                is_flag=True,
+                help="Never resubmit a create whose answer was lost; mark the job uncertain.",
+            ),
+            click.option(
+                "--retry-uncertain",
+                is_flag=True,
+                help="Resubmit uncertain jobs (each is flagged as a possible duplicate).",
+            ),
+            click.option(
+                "--no-download",
+                is_flag=True,
+                help="Record result URLs without downloading the pictures.",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def _split_flags(flags: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """Take the decision flags and the tuning settings out of a command's keyword arguments."""
+    from ruxa_batch.decide import DecisionFlags
+
+    decisions = DecisionFlags(
+        retry_failed=flags.pop("retry_failed"),
+        retry_uncertain=flags.pop("retry_uncertain"),
+        at_most_once=flags.pop("at_most_once"),
+        download=not flags.pop("no_download"),
+    )
+    tuning = {
+        setting.name: flags.pop(setting.name) for setting in settings() if setting.name in flags
+    }
+    return decisions, tuning
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -86,23 +135,20 @@ def validate(manifests: tuple[Path, ...], max_jobs: int, quiet: bool) -> int:
 @_max_jobs_option
 @_state_option
 @_sandbox_state_option
-@click.option(
-    "--price-per-task",
-    type=click.FloatRange(min=0),
-    default=None,
-    help="Show the expected and worst-case cost at this price. [default: run.price_per_task]",
-)
+@tuning_options(only=("max_attempts", "price_per_task"))
+@_decision_options
 def plan(
     manifest: Path,
     fmt: str,
     max_jobs: int,
     state: Path | None,
     sandbox: bool,
-    price_per_task: float | None,
+    **flags: Any,
 ) -> int:
     """Show every job the manifest expands to and what `run` would do with it.
 
-    Needs no network and no API key.
+    Give it the flags you will give `run` (--retry-failed, --max-attempts...): the actions,
+    the task count and the cost are decided by the same rules. Needs no network and no API key.
 
     \b
     Example:
@@ -111,6 +157,7 @@ def plan(
     from ruxa_batch import app
     from ruxa_batch.settings import PlanSettings
 
+    decisions, tuning = _split_flags(flags)
     return app.plan(
         PlanSettings(
             path=manifest,
@@ -118,7 +165,8 @@ def plan(
             max_jobs=max_jobs,
             state=state,
             sandbox=sandbox,
-            price_per_task=price_per_task,
+            tuning=tuning,
+            decisions=decisions,
         )
     )
 
@@ -137,83 +185,9 @@ def plan(
     help="Read the API key from this file instead of $RUXA_API_KEY.",
 )
 @_state_option
-@click.option(
-    "--concurrency",
-    type=click.IntRange(1, 256),
-    default=None,
-    help="HTTP requests in flight at once. [default: run.concurrency, else 8]",
-)
-@click.option(
-    "--rate-limit",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="API requests per second, creates and queries together. [default: run.rate_limit or 10]",
-)
-@click.option(
-    "--poll-interval",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Seconds before a task's first status query. [default: run.poll_interval, else 3]",
-)
-@click.option(
-    "--max-attempts",
-    type=click.IntRange(1, 20),
-    default=None,
-    help="Tasks tried per job before it is failed. [default: run.max_attempts, else 3]",
-)
-@click.option(
-    "--task-timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Seconds a task may stay unfinished before it counts as failed. [default: 900]",
-)
-@click.option(
-    "--price-per-task",
-    type=click.FloatRange(min=0),
-    default=None,
-    help="What one task costs; shown with the estimate. [default: run.price_per_task]",
-)
-@click.option(
-    "--max-tasks",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Create at most this many tasks in this run, retries included. [default: run.max_tasks]",
-)
+@tuning_options()
 @click.option("-y", "--yes", is_flag=True, help="Do not ask before creating more than 100 tasks.")
-@click.option(
-    "--retry-failed",
-    is_flag=True,
-    help="Resubmit jobs that failed in earlier runs (with a fresh set of attempts).",
-)
-@click.option(
-    "--at-most-once",
-    is_flag=True,
-    help="Never resubmit a create whose answer was lost; mark the job uncertain instead.",
-)
-@click.option(
-    "--retry-uncertain",
-    is_flag=True,
-    help="Resubmit uncertain jobs (each is flagged as a possible duplicate).",
-)
-@click.option(
-    "--no-download", is_flag=True, help="Record result URLs without downloading the pictures."
-)
-@click.option(
-    "--max-download-mb",
-    type=click.FloatRange(min=0, min_open=True),
-    default=100.0,
-    show_default=True,
-    help="Largest result file accepted.",
-)
-@click.option(
-    "--retry-backoff",
-    type=click.FloatRange(min=0, min_open=True),
-    default=1.0,
-    show_default=True,
-    metavar="S",
-    help="First pause before repeating a request that failed on the network or with a 5xx; "
-    "it doubles each time, with jitter, up to 30 s.",
-)
+@_decision_options
 @_max_jobs_option
 @click.option(
     "--sandbox",
@@ -236,7 +210,7 @@ def plan(
     default=None,
     help="Force the progress bar on or off. [default: a bar on a terminal, log lines otherwise]",
 )
-def run(manifest: Path, **flags: object) -> int:
+def run(manifest: Path, **flags: Any) -> int:
     """Submit, poll and download every job of MANIFEST; resume where the last run stopped.
 
     Safe to stop at any moment (Ctrl-C, kill, a lost network, an empty credit balance): run
@@ -256,8 +230,16 @@ def run(manifest: Path, **flags: object) -> int:
     sandbox = config_from_options(prefix="sandbox", **flags)
     if sandbox.faults() and not options["sandbox"]:
         raise UsageError("the --sandbox-... flags need --sandbox")
-    options["download"] = not options.pop("no_download")
-    return app.run(RunFlags(path=manifest, sandbox_config=sandbox, **options))  # type: ignore[arg-type]
+    decisions, tuning = _split_flags(options)
+    return app.run(
+        RunFlags(
+            path=manifest,
+            sandbox_config=sandbox,
+            tuning=tuning,
+            decisions=decisions,
+            **options,
+        )
+    )
 
 
 @cli.command()

@@ -24,12 +24,20 @@ from typing import Any
 import httpx
 
 from ruxa_batch.ratelimit import RateLimiter
+from ruxa_batch.statuses import TaskState
 
 LANE_SIZE = 4
 CREATE_PATH = "/api/v1/tasks/create"
 QUERY_PATH = "/api/v1/tasks/query/"
-SUCCESS_STATES = {"success", "completed"}
-RUNNING_STATES = {"waiting", "queuing", "generating"}
+# The API's words for a task's state, as documented (both spellings of success).
+API_STATES: Mapping[str, TaskState] = {
+    "waiting": TaskState.WAITING,
+    "queuing": TaskState.QUEUING,
+    "generating": TaskState.GENERATING,
+    "success": TaskState.SUCCESS,
+    "completed": TaskState.SUCCESS,
+    "fail": TaskState.FAIL,
+}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
 
@@ -100,7 +108,7 @@ class TaskInfo:
     """A task's status as the query endpoint reports it."""
 
     task_id: str
-    state: str  # normalised: success | fail | running | unknown:<raw>
+    state: TaskState  # UNKNOWN for a state the docs do not list (raw_state has it)
     raw_state: str
     result_urls: tuple[str, ...]
     fail_code: str | None
@@ -200,6 +208,12 @@ class RuxaClient:
         """Close every connection."""
         for lane in self._lanes:
             await lane.aclose()
+
+    async def __aenter__(self) -> RuxaClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     async def _api(
         self,
@@ -339,15 +353,7 @@ def _transport_errors(peer: str) -> Iterator[None]:
 def parse_task(task_id: str, data: Mapping[str, Any]) -> TaskInfo:
     """Read a query answer's ``data``; every field beyond taskId, state, resultJson is optional."""
     raw_state = str(data.get("state") or "")
-    state = raw_state.lower()
-    if state in SUCCESS_STATES:
-        normalised = "success"
-    elif state == "fail":
-        normalised = "fail"
-    elif state in RUNNING_STATES:
-        normalised = "running"
-    else:
-        normalised = f"unknown:{raw_state}"
+    normalised = API_STATES.get(raw_state.lower(), TaskState.UNKNOWN)
     urls: tuple[str, ...] = ()
     result_json = data.get("resultJson")
     if isinstance(result_json, str) and result_json.strip():
@@ -362,7 +368,7 @@ def parse_task(task_id: str, data: Mapping[str, Any]) -> TaskInfo:
         found = result_json.get("resultUrls")
         if isinstance(found, list):
             urls = tuple(str(url) for url in found if isinstance(url, str))
-    if normalised == "success" and not urls:
+    if normalised == TaskState.SUCCESS and not urls:
         raise BadAnswer("the task succeeded but its resultJson lists no resultUrls")
     fail_code = data.get("failCode")
     fail_msg = data.get("failMsg")

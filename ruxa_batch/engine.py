@@ -1,9 +1,14 @@
-"""The run engine: drives every job from "pending" to "succeeded" (or "failed"), crash-safely.
+"""The run engine: carries out each job's decision, from "pending" to "succeeded" (or "failed"),
+crash-safely.
 
-Each job is one coroutine that walks the job's life: create a task (write-ahead, see
-:mod:`ruxa_batch.state`), poll it with per-task backoff, download its pictures, record them.
-Every step's outcome is committed to the state file before the next step starts, so killing the
-process at any instant loses nothing: the next run reads the state and continues.
+What happens to a job is decided by :func:`ruxa_batch.decide.decide` (the same function ``plan``
+and the cost estimate use); the engine carries it out. Each job is one coroutine that walks the
+job's life: create a task (write-ahead, see :mod:`ruxa_batch.state`), poll it with per-task
+backoff, download its pictures, record them. Every step's outcome is committed to the state file
+before the next step starts, so killing the process at any instant loses nothing.
+
+Every request that may be repeated goes through one :class:`~ruxa_batch.retry.Retrier`, with the
+policies below; time comes from an injected :class:`~ruxa_batch.timing.Timer`.
 
 Tasks in flight are not connections in flight: thousands of tasks may be running on the server,
 while the client keeps only ``concurrency`` requests open and shares one rate limit.
@@ -14,8 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,25 +39,46 @@ from ruxa_batch.client import (
     UrlExpired,
     Withdrawn,
 )
+from ruxa_batch.decide import IDLE, Action, Decision, Options, decide_all, pictures_on_disk
 from ruxa_batch.manifest import Job, Manifest
-from ruxa_batch.state import (
-    AMBIGUOUS,
-    FAILED,
-    PENDING,
-    REJECTED,
-    SUCCEEDED,
-    UNCERTAIN,
-    JobRecord,
-    StateStore,
-)
+from ruxa_batch.retry import GaveUp, Halted, Retrier, RetryPolicy
+from ruxa_batch.state import JobRecord, StateStore
+from ruxa_batch.statuses import AttemptOutcome, JobStatus, StopReason, TaskState
+from ruxa_batch.timing import Timer
 
 # How many times in a row one request may fail on the network or with a 5xx before the job is
-# left for a later run, and the longest pause between tries.
+# left for a later run; a task the API no longer knows (404) gets fewer.
 TRANSIENT_TRIES = 6
-MAX_BACKOFF = 30.0
+NOT_FOUND_TRIES = 3
 MAX_POLL_DELAY = 30.0
 POLL_GROWTH = 1.5
 CALLBACK_POLL_FACTOR = 4.0
+
+_TRANSIENT: dict[type[Exception], int] = {
+    NotSent: TRANSIENT_TRIES,  # nothing left this machine
+    ServerError: TRANSIENT_TRIES,  # the API answered that it failed: no task was made
+}
+# A create whose request may have reached the API: repeating it may pay twice, so it is retried
+# only when the run allows it (not with --at-most-once), and each one is flagged.
+_AMBIGUOUS: dict[type[Exception], int] = {
+    NoAnswer: TRANSIENT_TRIES,
+    BadAnswer: TRANSIENT_TRIES,
+}
+CREATE = RetryPolicy(on={**_TRANSIENT, **_AMBIGUOUS}, free=(RateLimited,))
+CREATE_AT_MOST_ONCE = RetryPolicy(on=_TRANSIENT, free=(RateLimited,))
+# A status query is safe to repeat. Errors that make no sense for a query (402, 422) are
+# retried like a server error; a 401 is not retried: it halts the run.
+QUERY = RetryPolicy(
+    on={
+        NotFound: NOT_FOUND_TRIES,
+        **_TRANSIENT,
+        **_AMBIGUOUS,
+        InvalidRequest: TRANSIENT_TRIES,
+        CreditsExhausted: TRANSIENT_TRIES,
+    },
+    free=(RateLimited,),
+)
+DOWNLOAD = RetryPolicy(on={**_TRANSIENT, NoAnswer: TRANSIENT_TRIES})
 
 
 @dataclass(frozen=True)
@@ -61,13 +86,9 @@ class EngineOptions:
     """What the engine needs to know beyond the manifest."""
 
     output_dir: Path
+    decisions: Options  # what to do with each job (shared with plan)
     poll_interval: float
-    max_attempts: int
     task_timeout: float
-    retry_failed: bool
-    at_most_once: bool
-    retry_uncertain: bool
-    download: bool
     max_download_bytes: int
     backoff_base: float = 1.0
     seed: int | None = None
@@ -80,7 +101,7 @@ class RunOutcome:
 
     tasks_created: int = 0
     possible_tasks: int = 0  # creates whose answer was lost: each may have made a task
-    stopped_by: str | None = None  # "credits" | "auth" | "interrupted" | "max_tasks"
+    stopped_by: StopReason | None = None
     not_submitted: int = 0
     unknown_states: set[str] = field(default_factory=set)
 
@@ -94,11 +115,20 @@ class Events:
     def job_submitted(self, job: Job, task_id: str) -> None:
         """A task was created for ``job``."""
 
-    def job_finished(self, job: Job, status: str, message: str | None) -> None:
+    def job_finished(self, job: Job, status: JobStatus, message: str | None) -> None:
         """``job`` reached a status this run will not change (or was left for a later run)."""
 
     def warn(self, message: str) -> None:
         """Something the user should know about."""
+
+
+@dataclass(frozen=True)
+class _Watched:
+    """How watching a task ended: a finished state, or None when it is left unfinished."""
+
+    state: TaskState | None
+    urls: tuple[str, ...] = ()
+    message: str = ""
 
 
 class Engine:
@@ -112,76 +142,72 @@ class Engine:
         options: EngineOptions,
         *,
         events: Events | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        timer: Timer | None = None,
     ) -> None:
         self.manifest = manifest
         self.store = store
         self.client = client
         self.options = options
         self.events = events or Events()
-        self.clock = clock
+        self.timer = timer if timer is not None else client.limiter.timer
         self.outcome = RunOutcome()
-        self.stop_creating = False  # 402: no more creates, but finish what is running
+        self.stop_creating = False  # 402 or the cap: no more creates, but finish what is running
         self.halted = False  # 401 or Ctrl-C: no more requests of any kind
         self.in_flight = 0  # creates sent and not answered yet
-        self._sleepers: set[asyncio.Future[None]] = set()
-        self.rng = random.Random(options.seed)
+        self._records: dict[str, JobRecord] = {}
+        self.retrier = Retrier(
+            timer=self.timer,
+            sleep=self.pause,
+            halted=lambda: self.halted,
+            rng=random.Random(options.seed),
+        )
+        base = options.backoff_base
+        at_most_once = options.decisions.at_most_once
+        self.create_policy = (CREATE_AT_MOST_ONCE if at_most_once else CREATE).with_base(base)
+        self.query_policy = QUERY.with_base(base)
+        self.download_policy = DOWNLOAD.with_base(base)
         self.callback = manifest.callback_url is not None
 
     # -- the run ---------------------------------------------------------------------------
 
-    def recover(self, records: dict[str, JobRecord]) -> bool:
-        """Settle creates that a previous run sent but never saw answered (ambiguous).
+    def decisions(self, records: dict[str, JobRecord]) -> dict[str, Decision]:
+        """Each job's decision (the function ``plan`` uses too)."""
+        return decide_all(
+            (job.key for job in self.manifest.jobs),
+            records,
+            self.options.decisions,
+            files_present=pictures_on_disk(self.options.output_dir),
+        )
 
-        Returns whether any was found.
-        """
-        found = False
-        for job in self.manifest.jobs:
-            record = records.get(job.key)
-            if record is None or record.open_attempt is None:
-                continue
-            found = True
+    def settle(self, job: Job, decision: Decision) -> None:
+        """Record what a decision changes before any request (a lost create, a fresh start)."""
+        if decision.lost_create:
+            record = self._records[job.key]
+            assert record.open_attempt is not None
             self.store.close_attempt(
                 job.key,
                 record.open_attempt,
-                AMBIGUOUS,
+                AttemptOutcome.AMBIGUOUS,
                 "a run stopped before the API answered this create",
             )
-            if self.options.at_most_once and not self.options.retry_uncertain:
+            if decision.action == Action.KEEP_UNCERTAIN:
                 self.store.set_status(
                     job.key,
-                    UNCERTAIN,
+                    JobStatus.UNCERTAIN,
                     error="a create may have reached the API but its answer was lost; "
                     "rerun with --retry-uncertain to submit it again",
                     possible_duplicate=True,
                 )
-            else:
-                self.store.set_status(job.key, PENDING, possible_duplicate=True)
-        return found
-
-    def initial_work(self, records: dict[str, JobRecord]) -> list[tuple[Job, JobRecord | None]]:
-        """Decide, from the state alone, which jobs this run has to drive."""
-        work: list[tuple[Job, JobRecord | None]] = []
-        for job in self.manifest.jobs:
-            record = records.get(job.key)
-            if record is None or record.status in (PENDING, "running"):
-                work.append((job, record))
-            elif record.status == SUCCEEDED:
-                if self.options.download and not self.files_present(record):
-                    work.append((job, record))
-            elif record.status == FAILED and self.options.retry_failed:
-                self.store.set_status(job.key, PENDING, reset_attempts=True)
-                work.append((job, None))
-            elif record.status == UNCERTAIN and self.options.retry_uncertain:
-                self.store.set_status(job.key, PENDING, possible_duplicate=True)
-                work.append((job, None))
-        return work
-
-    def files_present(self, record: JobRecord) -> bool:
-        """Whether a succeeded job's pictures are still on disk."""
-        if not record.files:
-            return not self.options.download
-        return all((self.options.output_dir / name).is_file() for name in record.files)
+                return
+        if decision.action == Action.RETRY:
+            self.store.set_status(
+                job.key,
+                JobStatus.PENDING,
+                reset_attempts=True,
+                possible_duplicate=True if decision.lost_create else None,
+            )
+        elif decision.action == Action.RESUBMIT:
+            self.store.set_status(job.key, JobStatus.PENDING, possible_duplicate=True)
 
     async def run(self) -> RunOutcome:
         """Drive every job that needs it; returns when all are done or the run must stop."""
@@ -195,10 +221,15 @@ class Engine:
         ]
         if changed:
             self.store.ensure_jobs(changed)
-        if self.recover(records) or changed:
-            records = self.store.job_records()
-        work = self.initial_work(records)
-        tasks = [asyncio.ensure_future(self.drive(job, record)) for job, record in work]
+        self._records = records
+        decisions = self.decisions(records)
+        work: list[tuple[Job, Decision]] = []
+        for job in self.manifest.jobs:
+            decision = decisions[job.key]
+            self.settle(job, decision)
+            if decision.action not in IDLE:
+                work.append((job, decision))
+        tasks = [asyncio.ensure_future(self.drive(job, decision)) for job, decision in work]
         try:
             await asyncio.gather(*tasks)
         except BaseException:
@@ -218,7 +249,7 @@ class Engine:
             body["callback_url"] = self.manifest.callback_url
         return body
 
-    def halt(self, reason: str) -> None:
+    def halt(self, reason: StopReason) -> None:
         """Stop sending requests (401 or Ctrl-C): requests in flight finish and are recorded,
         waiting jobs wake up and leave, and no job changes status because of the stop."""
         if self.halted:
@@ -227,9 +258,7 @@ class Engine:
         self.stop_creating = True
         self.outcome.stopped_by = reason
         self.client.limiter.open()
-        for sleeper in list(self._sleepers):
-            if not sleeper.done():
-                sleeper.set_result(None)
+        self.timer.wake_all()
 
     def gate(self) -> None:
         """``before_send`` hook of status queries: nothing leaves once the run halts."""
@@ -238,125 +267,129 @@ class Engine:
 
     async def pause(self, seconds: float) -> None:
         """Sleep, unless the run halts first."""
-        if self.halted:
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not self.halted:
+            await self.timer.sleep(seconds)
 
-        def wake() -> None:
-            if not future.done():
-                future.set_result(None)
-
-        handle = asyncio.get_running_loop().call_later(seconds, wake)
-        self._sleepers.add(future)
-        try:
-            await future
-        finally:
-            handle.cancel()
-            self._sleepers.discard(future)
-
-    async def drive(self, job: Job, record: JobRecord | None) -> None:
-        """One job's whole life in this run."""
-        attempts = record.attempts if record is not None else 0
-        task_id = record.task_id if record is not None and record.status != PENDING else None
-        self.events.job_started(job, has_task=task_id is not None)
-        if record is not None and record.status == SUCCEEDED:
-            await self.fetch(job, task_id, list(record.result_urls))
-            return
-        if task_id is not None:
-            # A task from an earlier run: if it is already known to have succeeded, go straight
-            # to the download; otherwise keep watching it.
-            recorded, recorded_urls = self.store.task_state(task_id)
-            if recorded == "success" and recorded_urls:
-                await self.fetch(job, task_id, list(recorded_urls))
+    async def drive(self, job: Job, decision: Decision) -> None:
+        """One job's whole life in this run, starting from its decision."""
+        record = self._records.get(job.key)
+        attempts = decision.attempts_used
+        has_task = decision.action in (Action.POLL, Action.DOWNLOAD)
+        self.events.job_started(job, has_task=has_task)
+        task_id: str | None = None
+        if record is not None and has_task:
+            task_id = record.task_id
+            if decision.action == Action.DOWNLOAD or (
+                record.task_state == TaskState.SUCCESS and record.result_urls
+            ):
+                # Known to have succeeded: straight to the download.
+                await self.fetch(job, task_id, record.result_urls)
                 return
-            if recorded in ("fail", "timeout"):
-                task_id = None
         while True:
             if task_id is None:
-                if attempts >= self.options.max_attempts:
-                    self.finish(job, FAILED, f"gave up after {attempts} tasks")
+                if attempts >= self.options.decisions.max_attempts:
+                    self.finish(job, JobStatus.FAILED, f"gave up after {attempts} tasks")
                     return
                 task_id = await self.submit(job)
                 if task_id is None:
                     return
                 attempts += 1
                 self.events.job_submitted(job, task_id)
-            state, urls, message = await self.watch(job, task_id)
-            if state == "success":
-                await self.fetch(job, task_id, urls)
+            watched = await self.watch(task_id)
+            if watched.state == TaskState.SUCCESS:
+                await self.fetch(job, task_id, watched.urls)
                 return
-            if state == "unfinished":
-                self.events.job_finished(job, "running", message)
+            if watched.state is None:
+                self.events.job_finished(job, JobStatus.RUNNING, watched.message)
                 return
             # The task failed or timed out: a new attempt, if any is left.
-            if attempts >= self.options.max_attempts:
-                self.finish(job, FAILED, message)
+            if attempts >= self.options.decisions.max_attempts:
+                self.finish(job, JobStatus.FAILED, watched.message)
                 return
             task_id = None
 
-    def finish(self, job: Job, status: str, message: str | None) -> None:
+    def finish(self, job: Job, status: JobStatus, message: str | None) -> None:
         """Record a final status for this run and report it."""
         self.store.set_status(job.key, status, error=message)
         self.events.job_finished(job, status, message)
 
-    async def backoff(self, failures: int, retry_after: float | None = None) -> None:
-        """Exponential backoff with full jitter, honouring Retry-After."""
-        if retry_after is not None:
-            await self.pause(retry_after)
-            return
-        ceiling = min(MAX_BACKOFF, self.options.backoff_base * 2 ** (failures - 1))
-        await self.pause(self.rng.uniform(ceiling / 2, ceiling))
+    def leave(self, job: Job, status: JobStatus, reason: str) -> None:
+        """Leave a job for a later run after repeated network or server errors."""
+        self.store.set_status(job.key, status, error=f"left for a later run: {reason}")
+        self.events.job_finished(job, status, reason)
 
     # -- creating a task (the paid step) -------------------------------------------------------
 
     async def submit(self, job: Job) -> str | None:
         """Create a task for ``job``; None when the job leaves this run without one."""
-        failures = 0
-        while True:
+        try:
+            return await self.retrier.call(self.create_policy, lambda: self.create_once(job))
+        except (Withdrawn, Halted):
+            pass  # no more creates in this run: the job stays pending
+        except GaveUp as exc:
+            self.leave(job, JobStatus.PENDING, describe(exc.last))
+            return None
+        except CreditsExhausted as exc:
+            if not self.stop_creating:
+                self.events.warn(f"the API reports insufficient credits (402): {exc.message}")
+            self.stop_creating = True
+            self.outcome.stopped_by = self.outcome.stopped_by or StopReason.CREDITS
+        except AuthRejected:
+            self.halt(StopReason.AUTH)
+        except InvalidRequest as exc:
+            self.finish(job, JobStatus.FAILED, f"the API rejected the request (422): {exc.message}")
+            return None
+        except NotFound as exc:
+            self.finish(
+                job, JobStatus.FAILED, f"the create endpoint was not found (404): {exc.message}"
+            )
+            return None
+        except (NoAnswer, BadAnswer) as exc:  # only with --at-most-once: not retried
+            self.finish(
+                job,
+                JobStatus.UNCERTAIN,
+                f"the create may have reached the API but no answer came ({describe(exc)}); "
+                "rerun with --retry-uncertain to submit it again",
+            )
+            return None
+        if not self.halted:
+            self.outcome.not_submitted += 1
+        self.store.set_status(job.key, JobStatus.PENDING)
+        self.events.job_finished(job, JobStatus.PENDING, "not submitted")
+        return None
+
+    async def create_once(self, job: Job) -> str:
+        """One create request, recorded: write-ahead before it leaves, its outcome after."""
+        if self.stop_creating:
+            raise Withdrawn
+        numbers: list[int] = []
+
+        def intend() -> None:
+            # Every create passes here, at the last moment before it leaves: the cap is
+            # checked and the write-ahead record committed (a create still waiting for a
+            # token or a connection is neither counted nor ambiguous if we die).
+            if not self.stop_creating and not self.within_cap():
+                self.stop_creating = True
+                self.outcome.stopped_by = self.outcome.stopped_by or StopReason.MAX_TASKS
             if self.stop_creating:
-                if not self.halted:
-                    self.outcome.not_submitted += 1
-                self.store.set_status(job.key, PENDING)
-                self.events.job_finished(job, PENDING, "not submitted")
-                return None
-            numbers: list[int] = []
+                raise Withdrawn
+            numbers.append(self.store.begin_attempt(job.key))
+            self.in_flight += 1
 
-            def intend(numbers: list[int] = numbers) -> None:
-                # Every create passes here, at the last moment before it leaves: the cap is
-                # checked and the write-ahead record committed (a create still waiting for a
-                # token or a connection is neither counted nor ambiguous if we die).
-                if not self.stop_creating and not self.within_cap():
-                    self.stop_creating = True
-                    self.outcome.stopped_by = self.outcome.stopped_by or "max_tasks"
-                if self.stop_creating:
-                    raise Withdrawn
-                numbers.append(self.store.begin_attempt(job.key))
-                self.in_flight += 1
-
-            try:
-                task_id = await self.client.create(self.body(job), before_send=intend)
-            except Withdrawn:
-                continue  # the top of the loop leaves the job pending
-            except Exception as exc:
-                if not numbers:
-                    raise  # failed before the request could leave: a bug, not an API answer
-                self.in_flight -= 1
-                outcome = self.create_failed(job, numbers[0], exc)
-                if outcome == "stop":
-                    return None
-                if outcome == "transient":
-                    failures += 1
-                    if failures >= TRANSIENT_TRIES:
-                        self.leave(job, PENDING, _describe(exc))
-                        return None
-                    await self.backoff(failures)
-                elif isinstance(exc, RateLimited):
-                    await self.backoff(1, exc.retry_after)
-                continue
+        try:
+            task_id = await self.client.create(self.body(job), before_send=intend)
+        except Withdrawn:
+            raise
+        except Exception as exc:
+            if not numbers:
+                raise  # failed before the request could leave: a bug, not an API answer
             self.in_flight -= 1
-            self.store.record_task(job.key, numbers[0], task_id)
-            self.outcome.tasks_created += 1
-            return task_id
+            self.record_failed_create(job, numbers[0], exc)
+            raise
+        self.in_flight -= 1
+        self.store.record_task(job.key, numbers[0], task_id)
+        self.outcome.tasks_created += 1
+        return task_id
 
     def within_cap(self) -> bool:
         """Whether one more create stays within --max-tasks (lost answers count as tasks)."""
@@ -366,111 +399,64 @@ class Engine:
         used = self.outcome.tasks_created + self.outcome.possible_tasks + self.in_flight
         return used < cap
 
-    def create_failed(self, job: Job, attempt: int, exc: Exception) -> str:
-        """Record why a create got no task ID; returns "stop", "transient" or "again"."""
-        if isinstance(exc, RateLimited):
-            self.store.close_attempt(job.key, attempt, REJECTED, "429 rate limited")
-            return "again"
-        if isinstance(exc, CreditsExhausted):
-            self.store.close_attempt(job.key, attempt, REJECTED, f"402 {exc.message}")
-            if not self.stop_creating:
-                self.events.warn(f"the API reports insufficient credits (402): {exc.message}")
-            self.stop_creating = True
-            self.outcome.stopped_by = self.outcome.stopped_by or "credits"
-            return "again"
-        if isinstance(exc, AuthRejected):
-            self.store.close_attempt(job.key, attempt, REJECTED, f"401 {exc.message}")
-            self.halt("auth")
-            return "again"
-        if isinstance(exc, InvalidRequest):
-            self.store.close_attempt(job.key, attempt, REJECTED, f"422 {exc.message}")
-            self.finish(job, FAILED, f"the API rejected the request (422): {exc.message}")
-            return "stop"
-        if isinstance(exc, NotFound):
-            self.store.close_attempt(job.key, attempt, REJECTED, f"404 {exc.message}")
-            self.finish(job, FAILED, f"the create endpoint was not found (404): {exc.message}")
-            return "stop"
-        if isinstance(exc, (NotSent, ServerError)):
-            # Nothing left this machine, or the API itself answered that it failed: no task
-            # was made, so repeating is safe.
-            self.store.close_attempt(job.key, attempt, REJECTED, _describe(exc))
-            return "transient"
-        if isinstance(exc, (NoAnswer, BadAnswer, ApiError)):
+    def record_failed_create(self, job: Job, attempt: int, exc: Exception) -> None:
+        """Close the attempt of a create that got no task ID: rejected, or ambiguous."""
+        if isinstance(exc, (NoAnswer, BadAnswer)):
             # The request may have reached the API: a task may exist that we will never see.
-            reason = _describe(exc)
             self.outcome.possible_tasks += 1
-            self.store.close_attempt(job.key, attempt, AMBIGUOUS, reason)
-            if self.options.at_most_once:
-                self.finish(
-                    job,
-                    UNCERTAIN,
-                    f"the create may have reached the API but no answer came ({reason}); "
-                    "rerun with --retry-uncertain to submit it again",
-                )
-                return "stop"
-            return "transient"
-        raise exc
-
-    def leave(self, job: Job, status: str, reason: str) -> None:
-        """Leave a job for a later run after repeated network or server errors."""
-        self.store.set_status(job.key, status, error=f"left for a later run: {reason}")
-        self.events.job_finished(job, status, reason)
+            self.store.close_attempt(job.key, attempt, AttemptOutcome.AMBIGUOUS, describe(exc))
+        elif isinstance(exc, (ApiError, NotSent)):
+            # The API answered with an error, or nothing left this machine: no task exists.
+            self.store.close_attempt(job.key, attempt, AttemptOutcome.REJECTED, describe(exc))
+        # Anything else is a bug: the attempt stays open, so the next run treats it as lost.
 
     # -- waiting for a task ---------------------------------------------------------------------
 
-    async def watch(self, job: Job, task_id: str) -> tuple[str, list[str], str]:
-        """Poll a task until it ends; returns (success|fail|timeout|unfinished, urls, message)."""
-        started = self.clock()
+    async def watch(self, task_id: str) -> _Watched:
+        """Poll a task until it ends, times out, or the run must leave it unfinished."""
+        started = self.timer.now()
         delay = self.options.poll_interval * (CALLBACK_POLL_FACTOR if self.callback else 1.0)
-        failures = 0
-        not_found = 0
-        last_state = None
+        last_state: TaskState | None = None
         await self.pause(delay)
         while True:
             if self.halted:
-                return ("unfinished", [], "the run stopped")
-            if self.clock() - started > self.options.task_timeout:
+                return _Watched(None, message="the run stopped")
+            if self.timer.now() - started > self.options.task_timeout:
                 message = f"task unfinished after {self.options.task_timeout:g} s"
-                self.store.update_task(task_id, "timeout", fail_msg=message)
-                return ("timeout", [], message)
+                self.store.update_task(task_id, TaskState.TIMEOUT, fail_msg=message)
+                return _Watched(TaskState.TIMEOUT, message=message)
             try:
-                info = await self.client.query(task_id, before_send=self.gate)
-            except Withdrawn:
+                info = await self.retrier.call(
+                    self.query_policy,
+                    lambda: self.client.query(task_id, before_send=self.gate),
+                )
+            except (Withdrawn, Halted):
                 continue  # the check at the top of the loop leaves
-            except RateLimited as exc:
-                await self.backoff(1, exc.retry_after)
-                continue
             except AuthRejected:
-                self.halt("auth")
+                self.halt(StopReason.AUTH)
                 continue
-            except NotFound:
-                not_found += 1
-                if not_found >= 3:
+            except GaveUp as exc:
+                if isinstance(exc.last, NotFound):
                     message = "the API no longer knows this task (404)"
-                    self.store.update_task(task_id, "fail", fail_msg=message)
-                    return ("fail", [], message)
-                await self.backoff(not_found)
-                continue
-            except (NotSent, NoAnswer, ServerError, BadAnswer, ApiError) as exc:
-                failures += 1
-                if failures >= TRANSIENT_TRIES:
-                    return ("unfinished", [], f"status queries keep failing: {_describe(exc)}")
-                await self.backoff(failures)
-                continue
-            failures = 0
-            if info.state == "success":
-                self.store.update_task(task_id, "success", result_urls=info.result_urls)
-                return ("success", list(info.result_urls), "")
-            if info.state == "fail":
+                    self.store.update_task(task_id, TaskState.FAIL, fail_msg=message)
+                    return _Watched(TaskState.FAIL, message=message)
+                return _Watched(None, message=f"status queries keep failing: {describe(exc.last)}")
+            if info.state == TaskState.SUCCESS:
+                self.store.update_task(task_id, TaskState.SUCCESS, result_urls=info.result_urls)
+                return _Watched(TaskState.SUCCESS, info.result_urls)
+            if info.state == TaskState.FAIL:
                 message = info.fail_msg or "the task failed"
                 if info.fail_code:
                     message = f"{message} (code {info.fail_code})"
                 self.store.update_task(
-                    task_id, "fail", fail_code=info.fail_code, fail_msg=info.fail_msg or message
+                    task_id,
+                    TaskState.FAIL,
+                    fail_code=info.fail_code,
+                    fail_msg=info.fail_msg or message,
                 )
-                return ("fail", [], message)
+                return _Watched(TaskState.FAIL, message=message)
             if (
-                info.state.startswith("unknown:")
+                info.state == TaskState.UNKNOWN
                 and info.raw_state not in self.outcome.unknown_states
             ):
                 self.outcome.unknown_states.add(info.raw_state)
@@ -478,92 +464,87 @@ class Engine:
                     f"the API reported an unknown task state {info.raw_state!r}; "
                     "treating it as still running"
                 )
-            if info.raw_state != last_state:
-                last_state = info.raw_state
-                self.store.update_task(task_id, info.raw_state or "unknown")
+            if info.state != last_state:
+                last_state = info.state
+                self.store.update_task(task_id, info.state)
             delay = min(delay * POLL_GROWTH, max(MAX_POLL_DELAY, self.options.poll_interval))
             await self.pause(delay)
 
     # -- downloading the pictures ---------------------------------------------------------------
 
-    async def fetch(self, job: Job, task_id: str | None, urls: list[str]) -> None:
+    async def fetch(self, job: Job, task_id: str | None, urls: Sequence[str]) -> None:
         """Download every output of a succeeded task, then record the job as succeeded."""
-        if not self.options.download:
+        if not self.options.decisions.download:
             self.store.record_files(job.key, [], [])
-            self.events.job_finished(job, SUCCEEDED, None)
+            self.events.job_finished(job, JobStatus.SUCCEEDED, None)
             return
         root = self.options.output_dir.resolve()
         names: list[str] = []
         digests: list[str] = []
         refreshed = False
         index = 0
-        failures = 0
+        urls = list(urls)
         while index < len(urls):
-            if self.halted:
-                self.events.job_finished(job, "running", "the run stopped")
-                return
             name = self.manifest.output_name(job, index + 1)
             dest = (root / name).resolve()
             if not dest.is_relative_to(root):
-                self.finish(job, FAILED, f"output name {name!r} would leave the output folder")
-                return
-            try:
-                done = await self.client.download(
-                    urls[index], dest, max_bytes=self.options.max_download_bytes
+                self.finish(
+                    job, JobStatus.FAILED, f"output name {name!r} would leave the output folder"
                 )
+                return
+            url = urls[index]
+            try:
+                done = await self.retrier.call(
+                    self.download_policy,
+                    lambda url=url, dest=dest: self.client.download(  # type: ignore[misc]
+                        url, dest, max_bytes=self.options.max_download_bytes
+                    ),
+                )
+            except Halted:
+                self.events.job_finished(job, JobStatus.RUNNING, "the run stopped")
+                return
             except UrlExpired as exc:
-                if refreshed or task_id is None:
-                    self.finish(job, FAILED, f"the result URL has expired ({exc})")
-                    return
+                fresh = None if refreshed or task_id is None else await self.fresh_urls(task_id)
                 refreshed = True
-                fresh = await self.fresh_urls(task_id)
-                if fresh is None and not self.halted:
-                    self.finish(job, FAILED, f"the result URL has expired ({exc})")
+                if fresh is None:
+                    if self.halted:
+                        self.events.job_finished(job, JobStatus.RUNNING, "the run stopped")
+                    else:
+                        self.finish(job, JobStatus.FAILED, f"the result URL has expired ({exc})")
                     return
-                urls = fresh or urls  # when halted, the check at the top of the loop leaves
+                urls = fresh
                 continue
             except DownloadRejected as exc:
-                self.finish(job, FAILED, str(exc))
+                self.finish(job, JobStatus.FAILED, str(exc))
                 return
-            except (NotSent, NoAnswer, ServerError) as exc:
-                failures += 1
-                if failures >= TRANSIENT_TRIES:
-                    self.leave(job, "running", f"downloads keep failing: {_describe(exc)}")
-                    return
-                await self.backoff(failures)
-                continue
+            except GaveUp as exc:
+                self.leave(job, JobStatus.RUNNING, f"downloads keep failing: {describe(exc.last)}")
+                return
             names.append(dest.relative_to(root).as_posix())
             digests.append(done.sha256)
             index += 1
         self.store.record_files(job.key, names, digests)
-        self.events.job_finished(job, SUCCEEDED, None)
+        self.events.job_finished(job, JobStatus.SUCCEEDED, None)
 
     async def fresh_urls(self, task_id: str) -> list[str] | None:
         """One fresh status query for new result URLs after a URL expired."""
-        for failures in range(1, TRANSIENT_TRIES + 1):
-            if self.halted:
-                return None
-            try:
-                info = await self.client.query(task_id, before_send=self.gate)
-            except Withdrawn:
-                return None
-            except RateLimited as exc:
-                await self.backoff(1, exc.retry_after)
-                continue
-            except AuthRejected:
-                self.halt("auth")
-                return None
-            except (NotFound, ApiError, NotSent, NoAnswer, BadAnswer):
-                await self.backoff(failures)
-                continue
-            if info.state == "success" and info.result_urls:
-                self.store.update_task(task_id, "success", result_urls=info.result_urls)
-                return list(info.result_urls)
+        try:
+            info = await self.retrier.call(
+                self.query_policy, lambda: self.client.query(task_id, before_send=self.gate)
+            )
+        except (Withdrawn, Halted, GaveUp):
             return None
+        except AuthRejected:
+            self.halt(StopReason.AUTH)
+            return None
+        if info.state == TaskState.SUCCESS and info.result_urls:
+            self.store.update_task(task_id, TaskState.SUCCESS, result_urls=info.result_urls)
+            return list(info.result_urls)
         return None
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
+    """A failed request in a few words, for the state file and the results."""
     if isinstance(exc, ApiError):
         return f"HTTP {exc.status} {exc.message}".strip()
     return str(exc) or type(exc).__name__

@@ -1,9 +1,11 @@
 """What ``run`` would do with each job, and the plan's renderings (text, JSON, markdown).
 
-The plan reads the state file (if any) but never writes it and never touches the network:
-``submit`` (no task yet), ``done`` (succeeded), ``running`` (has a live task), ``retry`` (failed;
-resubmitted with ``--retry-failed``), ``uncertain`` (a create whose fate is unknown), and
-``orphaned`` for state rows whose job is no longer in the manifest.
+The plan reads the state file (if any) but never writes it and never touches the network. Each
+job's action comes from :func:`ruxa_batch.decide.decide`, the function the engine carries out,
+so the plan (and the estimate and the confirmation made from it) says what ``run`` with the same
+flags will do: ``submit``, ``resubmit`` (a create's answer was lost), ``retry`` (failed or
+uncertain, with a --retry-... flag), ``running``, ``download``, ``done``, ``failed``,
+``uncertain``, and ``orphaned`` for state rows whose job is no longer in the manifest.
 """
 
 from __future__ import annotations
@@ -11,12 +13,22 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from ruxa_batch.decide import (
+    ACTIONS,
+    Decision,
+    Estimate,
+    Options,
+    decide_all,
+    money,
+    pictures_on_disk,
+)
 from ruxa_batch.manifest import Job, Manifest, display_path
-from ruxa_batch.state import FAILED, SUCCEEDED, UNCERTAIN, JobRecord
+from ruxa_batch.state import JobRecord
 
-ACTIONS = ("submit", "retry", "uncertain", "running", "done", "orphaned")
+ORPHANED = "orphaned"
 
 
 @dataclass(frozen=True)
@@ -24,8 +36,12 @@ class PlannedJob:
     """One job and what ``run`` would do with it."""
 
     job: Job
-    action: str
-    attempts: int = 0  # tasks already created for the job
+    decision: Decision
+
+    @property
+    def action(self) -> str:
+        """The action's word."""
+        return self.decision.action.value
 
 
 @dataclass(frozen=True)
@@ -37,82 +53,33 @@ class Plan:
     orphaned: tuple[JobRecord, ...] = ()
 
     def totals(self) -> dict[str, int]:
-        """Jobs per action, in :data:`ACTIONS` order, leaving out actions with no job."""
+        """Jobs per action, in :data:`ACTIONS` order then orphaned, leaving out empty ones."""
         counts = Counter(item.action for item in self.items)
-        counts["orphaned"] = len(self.orphaned)
-        return {action: counts[action] for action in ACTIONS if counts[action]}
+        counts[ORPHANED] = len(self.orphaned)
+        order = [action.value for action in ACTIONS] + [ORPHANED]
+        return {action: counts[action] for action in order if counts[action]}
+
+    def estimate(self, *, price: float | None) -> Estimate:
+        """Tasks (and cost) of carrying the plan out."""
+        return Estimate.of((item.decision for item in self.items), price=price)
 
 
-@dataclass(frozen=True)
-class Estimate:
-    """How many tasks a run may create, and what they may cost."""
-
-    expected: int  # if every task succeeds first time
-    at_most: int  # if every attempt fails until the last
-    price: float | None
-
-    def lines(self) -> list[str]:
-        """The estimate in words."""
-        lines = [
-            f"Tasks to create: {self.expected:,} if each succeeds first time, "
-            f"at most {self.at_most:,} with retries"
-        ]
-        if self.price is not None:
-            lines.append(
-                f"Cost at {self.price:g} per task: expected {_money(self.expected * self.price)}, "
-                f"at most {_money(self.at_most * self.price)}"
-            )
-        return lines
-
-
-def _money(amount: float) -> str:
-    return f"{amount:,.2f}" if amount != int(amount) else f"{int(amount):,}"
-
-
-def estimate(
-    plan: Plan,
+def make_plan(
+    manifest: Manifest,
+    records: dict[str, JobRecord] | None,
+    options: Options,
     *,
-    max_attempts: int,
-    price: float | None,
-    retry_failed: bool = False,
-    retry_uncertain: bool = False,
-) -> Estimate:
-    """Tasks (and cost) of running ``plan``: jobs x variants x possible attempts."""
-    resubmitted = {"submit"}
-    if retry_failed:
-        resubmitted.add("retry")
-    if retry_uncertain:
-        resubmitted.add("uncertain")
-    expected = sum(1 for item in plan.items if item.action in resubmitted)
-    at_most = expected * max_attempts + sum(
-        max(0, max_attempts - item.attempts) for item in plan.items if item.action == "running"
-    )
-    return Estimate(expected, at_most, price)
-
-
-def action_for(record: JobRecord | None) -> str:
-    """What ``run`` (without --retry-* flags) would do with a job in this state."""
-    if record is None:
-        return "submit"
-    if record.open_attempt is not None or record.status == UNCERTAIN:
-        return "uncertain"
-    if record.status == SUCCEEDED:
-        return "done"
-    if record.status == FAILED:
-        return "retry"
-    if record.status == "running" and record.task_id is not None:
-        return "running"
-    return "submit"
-
-
-def make_plan(manifest: Manifest, records: dict[str, JobRecord] | None = None) -> Plan:
+    output_dir: Path,
+) -> Plan:
     """The plan for ``manifest`` against the recorded state (none: every job is submitted)."""
     known = records or {}
-    items = tuple(
-        PlannedJob(job, action_for(record), record.attempts if record else 0)
-        for job in manifest.jobs
-        for record in (known.get(job.key),)
+    decisions = decide_all(
+        (job.key for job in manifest.jobs),
+        known,
+        options,
+        files_present=pictures_on_disk(output_dir),
     )
+    items = tuple(PlannedJob(job, decisions[job.key]) for job in manifest.jobs)
     keys = {job.key for job in manifest.jobs}
     orphaned = tuple(record for key, record in known.items() if key not in keys)
     return Plan(manifest, items, orphaned)
@@ -230,8 +197,8 @@ def cost_markdown(cost: Estimate) -> list[str]:
     """The cost line of the markdown plan (none without a price)."""
     if cost.price is None:
         return []
-    expected = _money(cost.expected * cost.price)
-    at_most = _money(cost.at_most * cost.price)
+    expected = money(cost.expected * cost.price)
+    at_most = money(cost.at_most * cost.price)
     return [f"Cost at {cost.price:g} per task: expected **{expected}**, at most **{at_most}**", ""]
 
 

@@ -9,7 +9,7 @@ from typing import Any, TextIO
 
 from ruxa_batch.engine import Events
 from ruxa_batch.manifest import Job
-from ruxa_batch.state import FAILED, SUCCEEDED
+from ruxa_batch.statuses import JobStatus
 
 LOG_INTERVAL = 10.0
 
@@ -96,15 +96,15 @@ class Progress(Events):
             self.line(f"created {task_id} for {job.id} (variant {job.variant})")
         self._refresh()
 
-    def job_finished(self, job: Job, status: str, message: str | None) -> None:
+    def job_finished(self, job: Job, status: JobStatus, message: str | None) -> None:
         self.with_task.discard(job.key)
-        if status == SUCCEEDED:
+        if status == JobStatus.SUCCEEDED:
             self.succeeded += 1
-        elif status == FAILED:
+        elif status == JobStatus.FAILED:
             self.failed += 1
         else:
             self.left += 1
-        if self.verbose or (status == FAILED and self.mode != "off"):
+        if self.verbose or (status == JobStatus.FAILED and self.mode != "off"):
             detail = f": {message}" if message else ""
             self.line(f"{status}: {job.id} (variant {job.variant}){detail}")
         if self._bar is not None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
+
+from ruxa_batch.timing import Timer
 
 
 class RateLimiter:
@@ -19,7 +19,7 @@ class RateLimiter:
         self,
         rate: float,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        timer: Timer | None = None,
         burst: float | None = None,
     ) -> None:
         if rate <= 0:
@@ -28,8 +28,8 @@ class RateLimiter:
         self.rate = rate
         self.capacity = burst if burst is not None else max(1.0, rate / 10)
         self.tokens = self.capacity
-        self.clock = clock
-        self.updated = clock()
+        self.timer = timer if timer is not None else Timer()
+        self.updated = self.timer.now()
         self.paused_until = 0.0
         self.rate_limited = 0
         self.opened = False
@@ -47,20 +47,20 @@ class RateLimiter:
         """Wait for a token."""
         async with self._lock:
             while not self.opened:
-                now = self.clock()
+                now = self.timer.now()
                 if now < self.paused_until:
-                    await asyncio.sleep(min(0.25, self.paused_until - now))
+                    await self.timer.sleep(min(0.25, self.paused_until - now))
                     continue
                 self._refill(now)
                 if self.tokens >= 1:
                     self.tokens -= 1
                     return
-                await asyncio.sleep(min(0.25, (1 - self.tokens) / self.rate))
+                await self.timer.sleep(min(0.25, (1 - self.tokens) / self.rate))
 
     def on_rate_limited(self, retry_after: float | None) -> None:
         """The server answered 429: slow down and pause."""
         self.rate_limited += 1
-        now = self.clock()
+        now = self.timer.now()
         self._refill(now)
         self.rate = max(self.max_rate * 0.05, self.rate / 2)
         self.tokens = 0.0

@@ -21,10 +21,11 @@ from urllib.parse import quote
 
 from ruxa_batch.manifest import Manifest, display_path
 from ruxa_batch.results import Table, write_atomic
+from ruxa_batch.statuses import JobStatus
 
 REPORT_FILENAME = "report.html"
 EMBED_LIMIT = 1024 * 1024  # larger outputs are linked even with --embed
-FILTERS = ("all", "succeeded", "failed")
+FILTERS = ("all", JobStatus.SUCCEEDED.value, JobStatus.FAILED.value)
 _MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 
 _STYLE = """
@@ -145,10 +146,10 @@ def render_report(
     counts = table.counts()
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     summary = [
-        f"<li><b>{counts['succeeded']:,}</b> succeeded</li>",
-        f"<li><b>{counts['failed']:,}</b> failed</li>",
+        f"<li><b>{counts[JobStatus.SUCCEEDED]:,}</b> succeeded</li>",
+        f"<li><b>{counts[JobStatus.FAILED]:,}</b> failed</li>",
     ]
-    for status in ("running", "pending", "uncertain"):
+    for status in (JobStatus.RUNNING, JobStatus.PENDING, JobStatus.UNCERTAIN):
         if counts[status]:
             summary.append(f"<li><b>{counts[status]:,}</b> {status}</li>")
     summary += [
@@ -219,7 +220,7 @@ def _card(row: Mapping[str, Any], output_dir: Path, prefix: str, *, embed: bool)
             f'loading="lazy"></a><figcaption>{_e(name)}</figcaption></figure>'
         )
     if not outputs:
-        label = "no picture yet" if status != "failed" else "no picture"
+        label = "no picture yet" if status != JobStatus.FAILED else "no picture"
         outputs.append(f'<figure><div class="none">{label}</div></figure>')
     params = [
         ("size", row["image_size"]),

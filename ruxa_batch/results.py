@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ruxa_batch.manifest import Manifest, display_path
-from ruxa_batch.state import JOB_STATUSES, PENDING, JobRecord
+from ruxa_batch.state import JobRecord
+from ruxa_batch.statuses import JOB_STATUSES, JobStatus
 
 COLUMNS = (
     "id",
@@ -45,9 +46,9 @@ class Table:
     rows: tuple[dict[str, Any], ...]
 
     def counts(self) -> dict[str, int]:
-        """Jobs per status, every status present."""
+        """Jobs per status, every status present, by the status's word."""
         found = Counter(row["status"] for row in self.rows)
-        return {status: found[status] for status in JOB_STATUSES}
+        return {status.value: found[status] for status in JOB_STATUSES}
 
     def possible_duplicates(self) -> int:
         """Jobs whose create may have been charged twice."""
@@ -63,7 +64,7 @@ def build_table(manifest: Manifest, records: Mapping[str, JobRecord]) -> Table:
             {
                 "id": job.id,
                 "variant": job.variant,
-                "status": record.status if record else PENDING,
+                "status": record.status if record else JobStatus.PENDING,
                 "task_id": record.task_id if record else None,
                 "prompt": job.prompt,
                 "images": list(job.images),

@@ -7,6 +7,7 @@ already safe and ``results.csv``/``results.json`` are rewritten before the proce
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -30,14 +31,17 @@ from ruxa_batch.errors import (
     UsageError,
     emit,
 )
-from ruxa_batch.manifest import RUN_DEFAULTS, Manifest, display_path, load_manifest
-from ruxa_batch.plan import estimate, make_plan
+from ruxa_batch.manifest import Manifest, display_path, load_manifest
+from ruxa_batch.plan import make_plan
 from ruxa_batch.progress import Progress
 from ruxa_batch.ratelimit import RateLimiter
 from ruxa_batch.report import REPORT_FILENAME, write_report
 from ruxa_batch.results import build_table, write_results
 from ruxa_batch.settings import RunFlags
 from ruxa_batch.state import StateStore, output_dir_for, state_path_for
+from ruxa_batch.statuses import JobStatus, StopReason
+from ruxa_batch.timing import Timer
+from ruxa_batch.tuning import Tuning
 
 DEFAULT_BASE_URL = "https://api.ruxa.ai"
 SANDBOX_ENDPOINT = "sandbox"
@@ -56,17 +60,6 @@ class Endpoint:
     base_url: str
     api_key: str = field(repr=False)
     identity: str  # recorded in the state file: a state belongs to one endpoint
-
-
-def resolve_tuning(manifest: Manifest, flags: RunFlags) -> dict[str, Any]:
-    """Flags win over the manifest's `run:` keys, which win over the defaults."""
-    tuning = dict(RUN_DEFAULTS)
-    tuning.update({key: value for key, value in manifest.run.items() if key in RUN_DEFAULTS})
-    for key in RUN_DEFAULTS:
-        value = getattr(flags, key)
-        if value is not None:
-            tuning[key] = value
-    return tuning
 
 
 def check_base_url(url: str) -> str:
@@ -130,7 +123,7 @@ def progress_mode(flags: RunFlags) -> str:
 def run_batch(flags: RunFlags) -> int:
     """``ruxa-batch run``: submit, poll, download and record every job of a manifest."""
     manifest = load_manifest(flags.path, max_jobs=flags.max_jobs)
-    tuning = resolve_tuning(manifest, flags)
+    tuning = Tuning.resolve(manifest.run, flags.tuning)
     output_dir = output_dir_for(manifest.output.dir, sandbox=flags.sandbox)
     state_path = state_path_for(output_dir, flags.state)
     with endpoint_for(flags) as endpoint:
@@ -144,7 +137,7 @@ def run_batch(flags: RunFlags) -> int:
 def _run_with_store(
     manifest: Manifest,
     flags: RunFlags,
-    tuning: Mapping[str, Any],
+    tuning: Tuning,
     output_dir: Path,
     store: StateStore,
     endpoint: Endpoint,
@@ -158,45 +151,41 @@ def _run_with_store(
         )
     if recorded is None:
         store.set_meta("endpoint", endpoint.identity)
-    store.start_run()
+    decisions = flags.decisions.options(max_attempts=tuning.max_attempts)
     options = EngineOptions(
         output_dir=output_dir,
-        poll_interval=float(tuning["poll_interval"]),
-        max_attempts=int(tuning["max_attempts"]),
-        task_timeout=float(tuning["task_timeout"]),
-        retry_failed=flags.retry_failed,
-        at_most_once=flags.at_most_once,
-        retry_uncertain=flags.retry_uncertain,
-        download=flags.download,
-        max_download_bytes=int(flags.max_download_mb * 1024 * 1024),
-        backoff_base=flags.retry_backoff,
-        max_tasks=tuning["max_tasks"],
+        decisions=decisions,
+        poll_interval=tuning.poll_interval,
+        task_timeout=tuning.task_timeout,
+        max_download_bytes=int(tuning.max_download_mb * 1024 * 1024),
+        backoff_base=tuning.retry_backoff,
+        max_tasks=tuning.max_tasks,
     )
-    if not confirmed(manifest, store, flags, tuning):
+    if not confirmed(manifest, store, flags, tuning, output_dir):
         emit(["not confirmed: nothing was sent"])
         return EXIT_INTERRUPTED
+    store.start_run()
     progress = Progress(
         total=len(manifest.jobs),
         mode=progress_mode(flags),
         verbose=flags.verbose,
         quiet=flags.quiet,
     )
-    client = RuxaClient(
-        base_url=endpoint.base_url,
-        api_key=endpoint.api_key,
-        concurrency=int(tuning["concurrency"]),
-        limiter=RateLimiter(float(tuning["rate_limit"])),
-    )
-    engine = Engine(manifest, store, client, options, events=progress)
     started = time.monotonic()
+    requests = [0]
     try:
-        asyncio.run(_drive(engine, progress))
+        outcome = asyncio.run(
+            _drive(manifest, store, endpoint, tuning, options, progress, requests)
+        )
     except (asyncio.CancelledError, KeyboardInterrupt):
-        engine.outcome.stopped_by = "interrupted"
+        outcome = RunOutcome(
+            tasks_created=store.tasks_created_this_run(), stopped_by=StopReason.INTERRUPTED
+        )
     finally:
         progress.close()
+    if outcome.stopped_by == StopReason.INTERRUPTED:
+        _exit_on_next_signal()
     elapsed = time.monotonic() - started
-    outcome = engine.outcome
     store.finish_run(outcome=outcome.stopped_by or "finished", tasks_created=outcome.tasks_created)
     table = build_table(manifest, store.job_records())
     summary = {
@@ -204,10 +193,10 @@ def _run_with_store(
         "jobs": len(table.rows),
         "possible_duplicates": table.possible_duplicates(),
         "tasks_created_this_run": outcome.tasks_created,
-        "requests_sent_this_run": client.requests,
+        "requests_sent_this_run": requests[0],
         "seconds": round(elapsed, 1),
         "stopped_by": outcome.stopped_by,
-        "max_tasks": tuning["max_tasks"],
+        "max_tasks": tuning.max_tasks,
     }
     paths = list(write_results(table, output_dir, summary))
     if flags.report:
@@ -224,35 +213,65 @@ def _run_with_store(
     return _exit_code(outcome, summary)
 
 
-async def _drive(engine: Engine, progress: Progress) -> None:
-    loop = asyncio.get_running_loop()
-    presses = 0
+async def _drive(
+    manifest: Manifest,
+    store: StateStore,
+    endpoint: Endpoint,
+    tuning: Tuning,
+    options: EngineOptions,
+    progress: Progress,
+    requests: list[int],
+) -> RunOutcome:
+    """Run the engine with a client that is closed however the run ends; Ctrl-C or SIGTERM
+    halts it gracefully, a second one leaves at once."""
+    timer = Timer()
+    client = RuxaClient(
+        base_url=endpoint.base_url,
+        api_key=endpoint.api_key,
+        concurrency=tuning.concurrency,
+        limiter=RateLimiter(tuning.rate_limit, timer=timer),
+    )
+    async with client:
+        engine = Engine(manifest, store, client, options, events=progress, timer=timer)
+        loop = asyncio.get_running_loop()
+        presses = 0
 
-    def on_signal() -> None:
-        nonlocal presses
-        presses += 1
-        if presses > 1:
-            os._exit(EXIT_INTERRUPTED)  # the state is already safe; leave at once
-        progress.line(
-            "stopping: waiting for requests in flight, then saving results "
-            "(Ctrl-C again to quit at once; the state is already safe)"
-        )
-        engine.halt("interrupted")
+        def on_signal() -> None:
+            nonlocal presses
+            presses += 1
+            if presses > 1:
+                os._exit(EXIT_INTERRUPTED)  # the state is already safe; leave at once
+            progress.line(
+                "stopping: waiting for requests in flight, then saving results "
+                "(Ctrl-C again to quit at once; the state is already safe)"
+            )
+            engine.halt(StopReason.INTERRUPTED)
 
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, on_signal)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError):  # pragma: no cover - Windows, threads
+                pass
+        progress.start()
         try:
-            loop.add_signal_handler(sig, on_signal)
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError):  # pragma: no cover - Windows, threads
-            pass
-    progress.start()
-    try:
-        await engine.run()
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-        await engine.client.aclose()
+            return await engine.run()
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            requests[0] = client.requests
+
+
+def _exit_on_next_signal() -> None:
+    """After a first Ctrl-C, another one while the results are written leaves at once."""
+
+    def leave(signum: int, frame: object) -> None:
+        os._exit(EXIT_INTERRUPTED)  # the state is safe; results files are replaced atomically
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):  # not the main thread
+            signal.signal(sig, leave)
 
 
 CONFIRM_ABOVE = 100  # tasks; a bigger run asks first when a person is at the terminal
@@ -264,32 +283,43 @@ def is_interactive() -> bool:
 
 
 def confirmed(
-    manifest: Manifest, store: StateStore, flags: RunFlags, tuning: Mapping[str, Any]
+    manifest: Manifest, store: StateStore, flags: RunFlags, tuning: Tuning, output_dir: Path
 ) -> bool:
-    """Ask before a run that may create more than CONFIRM_ABOVE tasks; never off a terminal."""
+    """Ask before a run that may create more than CONFIRM_ABOVE tasks; never off a terminal.
+
+    The figure is the plan's, from the same decisions the engine carries out.
+    """
     if flags.yes or not is_interactive():
         return True
-    cost = estimate(
-        make_plan(manifest, store.job_records()),
-        max_attempts=int(tuning["max_attempts"]),
-        price=tuning["price_per_task"],
-        retry_failed=flags.retry_failed,
-        retry_uncertain=flags.retry_uncertain,
+    planned = make_plan(
+        manifest,
+        store.job_records(),
+        flags.decisions.options(max_attempts=tuning.max_attempts),
+        output_dir=output_dir,
     )
+    cost = planned.estimate(price=tuning.price_per_task)
     if cost.expected <= CONFIRM_ABOVE:
         return True
-    cap = tuning["max_tasks"]
+    cap = tuning.max_tasks
     lines = cost.lines() + ([f"Capped at {cap:,} tasks by --max-tasks"] if cap else [])
     emit(lines, sys.stdout)
     answer = input("Continue? [y/N] ").strip().lower()
     return answer in ("y", "yes")
 
 
+_SUMMARY_ORDER = (
+    JobStatus.SUCCEEDED,
+    JobStatus.FAILED,
+    JobStatus.UNCERTAIN,
+    JobStatus.RUNNING,
+    JobStatus.PENDING,
+)
+
+
 def _summary_lines(summary: Mapping[str, Any], paths: Sequence[Path], out: Path) -> list[str]:
     lines = [
-        f"{summary['succeeded']:,} succeeded, {summary['failed']:,} failed, "
-        f"{summary['uncertain']:,} uncertain, {summary['running']:,} running, "
-        f"{summary['pending']:,} pending (of {summary['jobs']:,} jobs)",
+        ", ".join(f"{summary[status]:,} {status}" for status in _SUMMARY_ORDER)
+        + f" (of {summary['jobs']:,} jobs)",
         f"tasks created this run: {summary['tasks_created_this_run']:,}; possible duplicates: "
         f"{summary['possible_duplicates']:,}; time: {summary['seconds']:.1f} s",
         f"pictures: {display_path(out)}",
@@ -299,25 +329,25 @@ def _summary_lines(summary: Mapping[str, Any], paths: Sequence[Path], out: Path)
 
 
 def _exit_code(outcome: RunOutcome, summary: Mapping[str, Any]) -> int:
-    if outcome.stopped_by == "interrupted":
+    if outcome.stopped_by == StopReason.INTERRUPTED:
         emit(["interrupted: the state is saved; run the same command again to continue"])
         return EXIT_INTERRUPTED
-    if outcome.stopped_by == "auth":
+    if outcome.stopped_by == StopReason.AUTH:
         raise StoppedEarly(
             "the API rejected the key (401); no job was marked failed. Check RUXA_API_KEY "
             "and run again to continue"
         )
-    if outcome.stopped_by == "max_tasks":
+    if outcome.stopped_by == StopReason.MAX_TASKS:
         raise StoppedEarly(
             f"stopped at the cap of {summary['max_tasks']:,} tasks for this run (--max-tasks): "
             f"{outcome.not_submitted:,} jobs were not submitted; run again to continue with them"
         )
-    if outcome.stopped_by == "credits":
+    if outcome.stopped_by == StopReason.CREDITS:
         raise StoppedEarly(
             f"the API reports insufficient credits (402): {outcome.not_submitted:,} jobs were not "
             "submitted; add credits and run the same command again to continue with them"
         )
-    unfinished = summary["failed"] + summary["uncertain"] + summary["pending"] + summary["running"]
+    unfinished = sum(summary[status] for status in JobStatus if status != JobStatus.SUCCEEDED)
     if unfinished:
         emit([f"{unfinished:,} jobs did not succeed; see the results file for each error"])
         return EXIT_JOBS_FAILED

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from ruxa_batch.decide import DecisionFlags
 from ruxa_batch.manifest import DEFAULT_MAX_JOBS
 from ruxa_batch.sandbox.config import SandboxConfig
 
@@ -27,7 +30,8 @@ class PlanSettings:
     max_jobs: int = DEFAULT_MAX_JOBS
     state: Path | None = None
     sandbox: bool = False
-    price_per_task: float | None = None
+    tuning: Mapping[str, Any] = field(default_factory=dict)  # flags given, by setting name
+    decisions: DecisionFlags = field(default_factory=DecisionFlags)
 
 
 @dataclass(frozen=True)
@@ -45,20 +49,9 @@ class RunFlags:
     base_url: str | None = None
     api_key_file: Path | None = None
     state: Path | None = None
-    concurrency: int | None = None
-    rate_limit: float | None = None
-    poll_interval: float | None = None
-    max_attempts: int | None = None
-    task_timeout: float | None = None
-    price_per_task: float | None = None
-    max_tasks: int | None = None
+    tuning: Mapping[str, Any] = field(default_factory=dict)  # flags given, by setting name
+    decisions: DecisionFlags = field(default_factory=DecisionFlags)
     yes: bool = False
-    retry_failed: bool = False
-    at_most_once: bool = False
-    retry_uncertain: bool = False
-    download: bool = True
-    max_download_mb: float = 100.0
-    retry_backoff: float = 1.0
     max_jobs: int = DEFAULT_MAX_JOBS
     sandbox: bool = False
     sandbox_config: SandboxConfig | None = None

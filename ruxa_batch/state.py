@@ -25,22 +25,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from ruxa_batch.errors import EXIT_INVALID, RuxaBatchError
+from ruxa_batch.statuses import FINAL_STATUSES, AttemptOutcome, JobStatus, TaskState
 
 STATE_FILENAME = ".ruxa-batch.sqlite"
-
-# Job statuses, as stored and as shown in results.
-PENDING = "pending"
-RUNNING = "running"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-UNCERTAIN = "uncertain"
-JOB_STATUSES = (SUCCEEDED, FAILED, RUNNING, PENDING, UNCERTAIN)
-
-# Attempt outcomes.
-SENDING = "sending"  # written before the create request leaves
-CREATED = "created"  # the API answered with a task ID
-AMBIGUOUS = "ambiguous"  # the request may have reached the API, but no usable answer came
-REJECTED = "rejected"  # the API answered with an error: no task exists
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the first schema
@@ -102,6 +89,16 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+def _task_state(value: str | None) -> TaskState | None:
+    """A stored task state (older files may hold a raw state the API sent: unknown)."""
+    if value is None:
+        return None
+    try:
+        return TaskState(value)
+    except ValueError:
+        return TaskState.UNKNOWN
+
+
 def output_dir_for(manifest_output: Path, *, sandbox: bool) -> Path:
     """The run's output folder; sandbox runs get their own, so fake pictures and sandbox task
     IDs never mix with real ones."""
@@ -137,7 +134,7 @@ class JobRecord:
     key: str
     id: str
     variant: int
-    status: str
+    status: JobStatus
     attempts: int
     possible_duplicate: bool
     task_id: str | None
@@ -148,6 +145,7 @@ class JobRecord:
     submitted_at: str | None
     finished_at: str | None
     open_attempt: int | None  # an attempt still "sending": the create's fate is unknown
+    task_state: TaskState | None = None  # the recorded state of the job's latest task
 
 
 class _Lock:
@@ -163,7 +161,7 @@ class _Lock:
             _lock_file(handle)
         except OSError:
             handle.seek(0)
-            holder = handle.read().strip() or "unknown"
+            holder = handle.read().strip() or "not known"
             handle.close()
             raise StateLocked(
                 f"another ruxa-batch run (pid {holder}) is using {self.path.with_suffix('')}; "
@@ -322,9 +320,12 @@ class StateStore:
         with self.transaction() as conn:
             conn.executemany(
                 "INSERT INTO jobs (key, id, variant, request, status, updated_at) "
-                "VALUES (?, ?, ?, ?, 'pending', ?) "
+                "VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(key) DO UPDATE SET id = excluded.id, variant = excluded.variant",
-                [(key, job_id, variant, request, stamp) for key, job_id, variant, request in jobs],
+                [
+                    (key, job_id, variant, request, JobStatus.PENDING, stamp)
+                    for key, job_id, variant, request in jobs
+                ],
             )
 
     def job_records(self) -> dict[str, JobRecord]:
@@ -333,16 +334,20 @@ class StateStore:
             row["job_key"]: int(row["attempt"])
             for row in self.conn.execute(
                 "SELECT job_key, MAX(attempt) AS attempt FROM attempts "
-                "WHERE outcome = 'sending' GROUP BY job_key"
+                "WHERE outcome = ? GROUP BY job_key",
+                (AttemptOutcome.SENDING,),
             )
         }
         records = {}
-        for row in self.conn.execute("SELECT * FROM jobs"):
+        for row in self.conn.execute(
+            "SELECT jobs.*, tasks.state AS task_state FROM jobs "
+            "LEFT JOIN tasks ON tasks.task_id = jobs.task_id"
+        ):
             records[row["key"]] = JobRecord(
                 key=row["key"],
                 id=row["id"],
                 variant=int(row["variant"]),
-                status=row["status"],
+                status=JobStatus(row["status"]),
                 attempts=int(row["attempts"]),
                 possible_duplicate=bool(row["possible_duplicate"]),
                 task_id=row["task_id"],
@@ -353,13 +358,14 @@ class StateStore:
                 submitted_at=row["submitted_at"],
                 finished_at=row["finished_at"],
                 open_attempt=open_attempts.get(row["key"]),
+                task_state=_task_state(row["task_state"]),
             )
         return records
 
     def set_status(
         self,
         key: str,
-        status: str,
+        status: JobStatus,
         *,
         error: str | None = None,
         possible_duplicate: bool | None = None,
@@ -371,7 +377,7 @@ class StateStore:
                 "UPDATE jobs SET status = ?, error = ?, updated_at = ?, "
                 "possible_duplicate = COALESCE(?, possible_duplicate), "
                 "attempts = CASE WHEN ? THEN 0 ELSE attempts END, "
-                "finished_at = CASE WHEN ? IN ('failed', 'succeeded') THEN ? ELSE NULL END "
+                "finished_at = CASE WHEN ? THEN ? ELSE NULL END "
                 "WHERE key = ?",
                 (
                     status,
@@ -379,7 +385,7 @@ class StateStore:
                     now_iso(),
                     None if possible_duplicate is None else int(possible_duplicate),
                     int(reset_attempts),
-                    status,
+                    int(status in FINAL_STATUSES),
                     now_iso(),
                     key,
                 ),
@@ -397,13 +403,13 @@ class StateStore:
             attempt = int(row[0])
             conn.execute(
                 "INSERT INTO attempts (job_key, attempt, outcome, run_id, started_at) "
-                "VALUES (?, ?, 'sending', ?, ?)",
-                (key, attempt, self.run_id, stamp),
+                "VALUES (?, ?, ?, ?, ?)",
+                (key, attempt, AttemptOutcome.SENDING, self.run_id, stamp),
             )
             conn.execute(
-                "UPDATE jobs SET status = 'running', error = NULL, "
+                "UPDATE jobs SET status = ?, error = NULL, "
                 "submitted_at = COALESCE(submitted_at, ?), updated_at = ? WHERE key = ?",
-                (stamp, stamp, key),
+                (JobStatus.RUNNING, stamp, stamp, key),
             )
         return attempt
 
@@ -412,22 +418,22 @@ class StateStore:
         stamp = now_iso()
         with self.transaction(durable=True) as conn:
             conn.execute(
-                "UPDATE attempts SET outcome = 'created', task_id = ?, answered_at = ? "
+                "UPDATE attempts SET outcome = ?, task_id = ?, answered_at = ? "
                 "WHERE job_key = ? AND attempt = ?",
-                (task_id, stamp, key, attempt),
+                (AttemptOutcome.CREATED, task_id, stamp, key, attempt),
             )
             conn.execute(
                 "INSERT INTO tasks (task_id, job_key, attempt, state, created_at) "
-                "VALUES (?, ?, ?, 'waiting', ?)",
-                (task_id, key, attempt, stamp),
+                "VALUES (?, ?, ?, ?, ?)",
+                (task_id, key, attempt, TaskState.WAITING, stamp),
             )
             conn.execute(
-                "UPDATE jobs SET task_id = ?, status = 'running', result_urls = '[]', "
+                "UPDATE jobs SET task_id = ?, status = ?, result_urls = '[]', "
                 "attempts = attempts + 1, updated_at = ? WHERE key = ?",
-                (task_id, stamp, key),
+                (task_id, JobStatus.RUNNING, stamp, key),
             )
 
-    def close_attempt(self, key: str, attempt: int, outcome: str, detail: str) -> None:
+    def close_attempt(self, key: str, attempt: int, outcome: AttemptOutcome, detail: str) -> None:
         """Record that a create got no task ID: ``rejected`` (an API error) or ``ambiguous``.
 
         An ambiguous create may have made a task all the same, so the job is marked as a
@@ -440,7 +446,7 @@ class StateStore:
                 "WHERE job_key = ? AND attempt = ?",
                 (outcome, detail, stamp, key, attempt),
             )
-            if outcome == AMBIGUOUS:
+            if outcome == AttemptOutcome.AMBIGUOUS:
                 conn.execute(
                     "UPDATE jobs SET possible_duplicate = 1, updated_at = ? WHERE key = ?",
                     (stamp, key),
@@ -449,7 +455,7 @@ class StateStore:
     def update_task(
         self,
         task_id: str,
-        state: str,
+        state: TaskState,
         *,
         result_urls: Sequence[str] = (),
         fail_code: str | None = None,
@@ -457,7 +463,7 @@ class StateStore:
     ) -> None:
         """Record a task's latest state (and, when finished, its results or failure)."""
         stamp = now_iso()
-        finished = state in ("success", "fail", "timeout")
+        finished = state.finished
         urls = json.dumps(list(result_urls))
         with self.transaction() as conn:
             conn.execute(
@@ -471,24 +477,39 @@ class StateStore:
                     (urls, stamp, task_id),
                 )
 
-    def task_state(self, task_id: str) -> tuple[str, tuple[str, ...]]:
-        """A task's recorded state and result URLs."""
+    def task_state(self, task_id: str) -> tuple[TaskState | None, tuple[str, ...]]:
+        """A task's recorded state and result URLs (None: no such task recorded)."""
         row = self.conn.execute(
             "SELECT state, result_urls FROM tasks WHERE task_id = ?", (task_id,)
         ).fetchone()
         if row is None:
-            return ("unknown", ())
-        return (row["state"], tuple(json.loads(row["result_urls"])))
+            return (None, ())
+        return (_task_state(row["state"]), tuple(json.loads(row["result_urls"])))
 
     def record_files(self, key: str, files: Sequence[str], digests: Sequence[str]) -> None:
         """The job's pictures are on disk: it has succeeded."""
         stamp = now_iso()
         with self.transaction() as conn:
             conn.execute(
-                "UPDATE jobs SET status = 'succeeded', files = ?, sha256 = ?, error = NULL, "
+                "UPDATE jobs SET status = ?, files = ?, sha256 = ?, error = NULL, "
                 "finished_at = ?, updated_at = ? WHERE key = ?",
-                (json.dumps(list(files)), json.dumps(list(digests)), stamp, stamp, key),
+                (
+                    JobStatus.SUCCEEDED,
+                    json.dumps(list(files)),
+                    json.dumps(list(digests)),
+                    stamp,
+                    stamp,
+                    key,
+                ),
             )
+
+    def tasks_created_this_run(self) -> int:
+        """Tasks the current run has created (read once, when a run ends abruptly)."""
+        row = self.conn.execute(
+            "SELECT COUNT(*) FROM attempts WHERE run_id = ? AND outcome = ?",
+            (self.run_id, AttemptOutcome.CREATED),
+        ).fetchone()
+        return int(row[0])
 
     def history(self) -> dict[str, Any]:
         """Runs so far, tasks ever created, and the total time the runs took."""

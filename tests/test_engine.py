@@ -11,10 +11,13 @@ from typing import Any
 import pytest
 
 from ruxa_batch.client import RuxaClient, TaskInfo
+from ruxa_batch.decide import Options
 from ruxa_batch.engine import Engine, EngineOptions
 from ruxa_batch.manifest import Job, load_manifest
 from ruxa_batch.ratelimit import RateLimiter
 from ruxa_batch.state import StateStore
+from ruxa_batch.statuses import TaskState
+from ruxa_batch.timing import Timer
 
 
 def write_manifest(folder: Path, count: int, *, variants: int = 1, extra: str = "") -> Path:
@@ -247,7 +250,11 @@ def test_failed_tasks_get_new_attempts_until_max(run, hermetic, sandbox_factory,
     with StateStore(hermetic / "out" / "t" / ".ruxa-batch.sqlite", readonly=True) as store:
         assert all(len(store.tasks_for(row["key"])) == 2 for row in failed)
     plan = run(["ruxa-batch", "plan", "m.yaml", "--format", "json"])
-    assert json.loads(plan.out)["totals"] == {"retry": len(failed), "done": len(succeeded)}
+    assert json.loads(plan.out)["totals"] == {"done": len(succeeded), "failed": len(failed)}
+    assert json.loads(plan.out)["tasks_to_create"] == 0
+    retry = run(["ruxa-batch", "plan", "m.yaml", "--format", "json", "--retry-failed"])
+    assert json.loads(retry.out)["totals"] == {"retry": len(failed), "done": len(succeeded)}
+    assert json.loads(retry.out)["tasks_to_create"] == len(failed)
     server.update(fail_rate=0.0)
     retried = run(run_args(server, "--retry-failed"))
     assert retried.code == 0
@@ -383,26 +390,34 @@ def test_renaming_a_job_does_not_resubmit_it(run, hermetic, sandbox, keyed) -> N
 # -- engine-level tests (fast backoff, hand-made jobs) ------------------------------------------
 
 
-def engine_for(manifest_path: Path, server: Any, tmp: Path, **options: Any) -> Engine:
+def engine_for(
+    manifest_path: Path,
+    server: Any,
+    tmp: Path,
+    *,
+    timer: Timer | None = None,
+    decisions: Options | None = None,
+    **options: Any,
+) -> Engine:
     manifest = load_manifest(manifest_path)
     store = StateStore.open_for_run(tmp / "state.sqlite")
+    timer = timer or Timer()
     client = RuxaClient(
-        base_url=server.base_url, api_key=server.api_key, concurrency=4, limiter=RateLimiter(1000)
+        base_url=server.base_url,
+        api_key=server.api_key,
+        concurrency=4,
+        limiter=RateLimiter(1000, timer=timer),
     )
     settings = {
         "output_dir": tmp / "out",
+        "decisions": decisions or Options(max_attempts=3),
         "poll_interval": 0.05,
-        "max_attempts": 3,
         "task_timeout": 30.0,
-        "retry_failed": False,
-        "at_most_once": False,
-        "retry_uncertain": False,
-        "download": True,
         "max_download_bytes": 10**6,
         "backoff_base": 0.01,
         **options,
     }
-    return Engine(manifest, store, client, EngineOptions(**settings))
+    return Engine(manifest, store, client, EngineOptions(**settings), timer=timer)
 
 
 async def drive(engine: Engine) -> None:
@@ -467,7 +482,7 @@ def test_unknown_state_is_logged_once_and_treated_as_running(
     async def odd_then_real(task_id: str, **hooks: Any) -> TaskInfo:
         calls[task_id] = calls.get(task_id, 0) + 1
         if calls[task_id] <= 2:
-            return TaskInfo(task_id, "unknown:thinking", "thinking", (), None, None)
+            return TaskInfo(task_id, TaskState.UNKNOWN, "thinking", (), None, None)
         return await real_query(task_id, **hooks)
 
     monkeypatch.setattr(engine.client, "query", odd_then_real)

@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 from ruxa_batch.state import MIGRATIONS, StateStore
+from ruxa_batch.statuses import AttemptOutcome, JobStatus, TaskState
 
 
 def test_migrations_are_numbered_and_recorded(tmp_path: Path) -> None:
@@ -54,10 +55,10 @@ def test_every_query_uses_an_index(tmp_path: Path) -> None:
     store.ensure_jobs([("k1", "a", 1, "{}"), ("k2", "b", 1, "{}")])
     attempt = store.begin_attempt("k1")
     store.record_task("k1", attempt, "task-1")
-    store.update_task("task-1", "success", result_urls=["https://x/1.png"])
+    store.update_task("task-1", TaskState.SUCCESS, result_urls=["https://x/1.png"])
     store.record_files("k1", ["a.png"], ["0" * 64])
-    store.close_attempt("k2", store.begin_attempt("k2"), "ambiguous", "dropped")
-    store.set_status("k2", "pending")
+    store.close_attempt("k2", store.begin_attempt("k2"), AttemptOutcome.AMBIGUOUS, "dropped")
+    store.set_status("k2", JobStatus.PENDING)
     store.conn.set_trace_callback(None)
     for statement in statements:
         if statement.split()[0] in ("UPDATE", "SELECT", "DELETE"):

@@ -1,0 +1,185 @@
+"""What a run does with each job: the one decision that ``plan``, the cost estimate, the
+confirmation before a big run, and the engine all take.
+
+:func:`decide` looks at a job's record in the state file and the options that change the answer
+(``--retry-failed``, ``--retry-uncertain``, ``--at-most-once``, downloads on or off, attempts per
+job) and returns the action and how many tasks it may create. The engine carries the action out;
+``plan`` shows it; the estimate adds up the tasks. There is no second table to drift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from ruxa_batch.state import JobRecord
+from ruxa_batch.statuses import JobStatus, TaskState
+
+
+class Action(str, Enum):
+    """What the run does with one job. The values are the words ``plan`` shows."""
+
+    SUBMIT = "submit"  # no task yet: create one
+    RESUBMIT = "resubmit"  # a create's answer was lost: create again (flagged possible duplicate)
+    RETRY = "retry"  # failed or uncertain, and a --retry-... flag asks for a fresh start
+    POLL = "running"  # a task exists: watch it (a new one only if it fails)
+    DOWNLOAD = "download"  # succeeded, but its pictures are missing on disk: fetch them again
+    DONE = "done"  # succeeded, pictures present: nothing to do
+    KEEP_FAILED = "failed"  # failed; left alone without --retry-failed
+    KEEP_UNCERTAIN = "uncertain"  # its create may have made a task; left alone (--at-most-once)
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+# The order of the plan's totals.
+ACTIONS: tuple[Action, ...] = tuple(Action)
+# Actions that leave the job's record as it is (the engine has nothing to do with them).
+IDLE = frozenset({Action.DONE, Action.KEEP_FAILED, Action.KEEP_UNCERTAIN})
+
+
+@dataclass(frozen=True)
+class DecisionFlags:
+    """The flags that change what a run does with each job (``run`` and ``plan`` share them)."""
+
+    retry_failed: bool = False
+    retry_uncertain: bool = False
+    at_most_once: bool = False
+    download: bool = True
+
+    def options(self, *, max_attempts: int) -> Options:
+        """These flags with the attempts each job may use."""
+        return Options(
+            max_attempts=max_attempts,
+            retry_failed=self.retry_failed,
+            retry_uncertain=self.retry_uncertain,
+            at_most_once=self.at_most_once,
+            download=self.download,
+        )
+
+
+@dataclass(frozen=True)
+class Options:
+    """The run options that change what happens to a job."""
+
+    max_attempts: int
+    retry_failed: bool = False
+    retry_uncertain: bool = False
+    at_most_once: bool = False
+    download: bool = True
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One job's action, and the tasks it may create in this run."""
+
+    action: Action
+    attempts_used: int  # tasks already created that count against max_attempts
+    expected_tasks: int  # tasks created if every task succeeds first time
+    most_tasks: int  # tasks created if every attempt fails until the last
+    lost_create: bool = False  # an earlier run died between a create leaving and its answer
+
+    @property
+    def creates_now(self) -> bool:
+        """Whether the job starts this run by creating a task."""
+        return self.action in (Action.SUBMIT, Action.RESUBMIT, Action.RETRY)
+
+
+def decide(
+    record: JobRecord | None,
+    options: Options,
+    *,
+    files_present: Callable[[JobRecord], bool] = lambda record: True,
+) -> Decision:
+    """What a run with ``options`` does with a job recorded as ``record`` (None: never run)."""
+    limit = options.max_attempts
+
+    def create(action: Action, used: int, *, lost: bool = False) -> Decision:
+        left = max(0, limit - used)
+        return Decision(action, used, min(1, left), left, lost)
+
+    if record is None:
+        return create(Action.SUBMIT, 0)
+    if record.open_attempt is not None:
+        # A run stopped between a create leaving and its answer: a task may exist.
+        if options.at_most_once and not options.retry_uncertain:
+            return Decision(Action.KEEP_UNCERTAIN, record.attempts, 0, 0, lost_create=True)
+        return create(Action.RESUBMIT, record.attempts, lost=True)
+    status = record.status
+    if status == JobStatus.SUCCEEDED:
+        if options.download and not files_present(record):
+            return Decision(Action.DOWNLOAD, record.attempts, 0, 0)
+        return Decision(Action.DONE, record.attempts, 0, 0)
+    if status == JobStatus.FAILED:
+        if options.retry_failed:
+            return create(Action.RETRY, 0)
+        return Decision(Action.KEEP_FAILED, record.attempts, 0, 0)
+    if status == JobStatus.UNCERTAIN:
+        if options.retry_uncertain:
+            return create(Action.RETRY, 0)
+        return Decision(Action.KEEP_UNCERTAIN, record.attempts, 0, 0)
+    if status == JobStatus.RUNNING and record.task_id is not None:
+        if record.task_state in (TaskState.FAIL, TaskState.TIMEOUT):
+            # The run stopped after the task failed and before its next attempt.
+            return create(Action.SUBMIT, record.attempts)
+        left = max(0, limit - record.attempts)
+        return Decision(Action.POLL, record.attempts, 0, left)
+    return create(Action.SUBMIT, record.attempts)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """How many tasks a run may create, and what they may cost."""
+
+    expected: int  # if every task succeeds first time
+    at_most: int  # if every attempt fails until the last
+    price: float | None
+
+    @classmethod
+    def of(cls, decisions: Iterable[Decision], *, price: float | None) -> Estimate:
+        """Add up the tasks of every job's decision."""
+        expected = at_most = 0
+        for decision in decisions:
+            expected += decision.expected_tasks
+            at_most += decision.most_tasks
+        return cls(expected, at_most, price)
+
+    def lines(self) -> list[str]:
+        """The estimate in words."""
+        lines = [
+            f"Tasks to create: {self.expected:,} if each succeeds first time, "
+            f"at most {self.at_most:,} with retries"
+        ]
+        if self.price is not None:
+            lines.append(
+                f"Cost at {self.price:g} per task: expected {money(self.expected * self.price)}, "
+                f"at most {money(self.at_most * self.price)}"
+            )
+        return lines
+
+
+def money(amount: float) -> str:
+    """``12``, ``1,250``, ``3.50``."""
+    return f"{amount:,.2f}" if amount != int(amount) else f"{int(amount):,}"
+
+
+def pictures_on_disk(output_dir: Path) -> Callable[[JobRecord], bool]:
+    """Whether a succeeded job's pictures are all in ``output_dir`` (none recorded: no)."""
+
+    def present(record: JobRecord) -> bool:
+        return bool(record.files) and all((output_dir / name).is_file() for name in record.files)
+
+    return present
+
+
+def decide_all(
+    keys: Iterable[str],
+    records: Mapping[str, JobRecord],
+    options: Options,
+    *,
+    files_present: Callable[[JobRecord], bool] = lambda record: True,
+) -> dict[str, Decision]:
+    """The decision for every job key, in the order given."""
+    return {key: decide(records.get(key), options, files_present=files_present) for key in keys}
