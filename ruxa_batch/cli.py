@@ -309,8 +309,16 @@ def results(
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8787, show_default=True)
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    metavar="DIR",
+    help="Keep tasks and counters in DIR/sandbox.sqlite, so a restarted sandbox still knows "
+    "them. [default: in memory only]",
+)
 @sandbox_options
-def sandbox(host: str, port: int, **faults: Any) -> int:
+def sandbox(host: str, port: int, data: Path | None, **faults: Any) -> int:
     """Serve a local stand-in of the Ruxa API, with fault injection, in the foreground.
 
     It prints its base URL and the key it accepts; point a run at it with --base-url and
@@ -318,11 +326,11 @@ def sandbox(host: str, port: int, **faults: Any) -> int:
 
     \b
     Example:
-      ruxa-batch sandbox --port 8787 --fail-rate 0.1 --rate-limit 20
+      ruxa-batch sandbox --port 8787 --fail-rate 0.1 --rate-limit 20 --data sandbox-data
     """
     from ruxa_batch.sandbox import serve
 
-    return serve(config_from_options(**faults), host=host, port=port)
+    return serve(config_from_options(**faults), host=host, port=port, data_dir=data)
 
 
 @cli.command()

@@ -96,8 +96,9 @@ def read_api_key(flags: RunFlags) -> str:
 
 
 @contextmanager
-def endpoint_for(flags: RunFlags) -> Iterator[Endpoint]:
-    """The endpoint of this run; with --sandbox, a local sandbox serving for its duration."""
+def endpoint_for(flags: RunFlags, *, output_dir: Path | None = None) -> Iterator[Endpoint]:
+    """The endpoint of this run; with --sandbox, a local sandbox serving for its duration,
+    keeping its tasks in ``output_dir`` so that a resumed run finds them."""
     if flags.sandbox and flags.base_url:
         raise UsageError("--base-url and --sandbox exclude each other: choose one endpoint")
     if not flags.sandbox:
@@ -107,7 +108,7 @@ def endpoint_for(flags: RunFlags) -> Iterator[Endpoint]:
     from ruxa_batch.sandbox import SandboxConfig, SandboxServer
 
     config = flags.sandbox_config or SandboxConfig()
-    with SandboxServer(config, host="127.0.0.1", port=0) as server:
+    with SandboxServer(config, host="127.0.0.1", port=0, data_dir=output_dir) as server:
         yield Endpoint(server.base_url, server.api_key, SANDBOX_ENDPOINT)
 
 
@@ -126,7 +127,7 @@ def run_batch(flags: RunFlags) -> int:
     tuning = Tuning.resolve(manifest.run, flags.tuning)
     output_dir = output_dir_for(manifest.output.dir, sandbox=flags.sandbox)
     state_path = state_path_for(output_dir, flags.state)
-    with endpoint_for(flags) as endpoint:
+    with endpoint_for(flags, output_dir=output_dir) as endpoint:
         store = StateStore.open_for_run(state_path)
         try:
             return _run_with_store(manifest, flags, tuning, output_dir, store, endpoint)

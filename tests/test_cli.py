@@ -250,3 +250,21 @@ def test_run_sandbox_the_readme_first_command(run, example: Path) -> None:
 def test_sandbox_flags_need_sandbox(run, example: Path) -> None:
     result = run(["ruxa-batch", "run", "manifests/example.yaml", "--sandbox-fail-rate", "0.5"])
     assert (result.code, result.err) == (2, "error: the --sandbox-... flags need --sandbox\n")
+
+
+def test_help_does_not_load_the_sandbox_server() -> None:
+    """``--help`` stays fast: the sandbox's server, API and image code load only when used."""
+    code = (
+        "import contextlib, io, sys\n"
+        "from ruxa_batch.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert main(['--help']) == 0 and main(['run', '--help']) == 0\n"
+        "heavy = ['ruxa_batch.sandbox.server', 'ruxa_batch.sandbox.api',\n"
+        "         'ruxa_batch.sandbox.images', 'http.server']\n"
+        "print(sorted(name for name in heavy if name in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == "[]\n"

@@ -3,6 +3,10 @@
 Everything here follows ``ruxa-api.md``; the faults of :class:`SandboxConfig` are applied here too.
 All state sits behind one lock. A task's state is computed from the time elapsed since its
 create, so no thread runs per task; only callbacks need a (single) scheduler thread.
+
+With a :class:`~ruxa_batch.sandbox.store.SandboxStore`, tasks and counters outlive the process:
+each task is stored before its create is answered, the counters with it and, between creates,
+at most every :data:`SAVE_EVERY` seconds and when the sandbox closes.
 """
 
 from __future__ import annotations
@@ -20,11 +24,17 @@ from typing import Any
 from ruxa_batch.sandbox import images
 from ruxa_batch.sandbox.callbacks import Scheduler, is_loopback_url, post_json
 from ruxa_batch.sandbox.config import SandboxConfig
-from ruxa_batch.sandbox.rules import CONTENT_TYPES, EXTENSIONS, IMAGE_SIZES, Output, check_create
+from ruxa_batch.sandbox.rules import CONTENT_TYPES, IMAGE_SIZES, check_create
+from ruxa_batch.sandbox.store import SandboxStore
+from ruxa_batch.sandbox.tasks import Task
 
 CREATE_PATH = "/api/v1/tasks/create"
 QUERY_PREFIX = "/api/v1/tasks/query/"
 FILES_PREFIX = "/files/"
+
+# Seconds between saves of the counters when no create saves them; a killed sandbox loses at most
+# this long's counts of other requests (a create's own counts are saved with its task).
+SAVE_EVERY = 1.0
 
 COUNTERS = (
     "creates",  # tasks created (dropped answers included)
@@ -82,40 +92,7 @@ def _ok(data: object) -> Reply:
     return Reply(200, to_json({"code": 200, "message": "success", "data": data}))
 
 
-# --- tasks --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Task:
-    """One created task; its state is derived from the clock."""
-
-    task_id: str
-    request: dict[str, Any]  # the create body as received
-    body_hash: str  # of model + input only
-    output: Output
-    width: int
-    height: int
-    created: float  # time.monotonic()
-    create_ms: int  # wall clock, ms
-    duration: float
-    fail: tuple[str, str] | None  # (failCode, failMsg) when the task ends in `fail`
-    callback_url: str | None
-
-    def state(self, now: float) -> str:
-        """``waiting``/``queuing``/``generating`` by elapsed time, then ``success`` or ``fail``."""
-        elapsed = now - self.created
-        if elapsed >= self.duration:
-            return "fail" if self.fail else "success"
-        if elapsed < 0.1 * self.duration:
-            return "waiting"
-        if elapsed < 0.3 * self.duration:
-            return "queuing"
-        return "generating"
-
-    @property
-    def file_name(self) -> str:
-        """The name of its one result file."""
-        return f"1.{EXTENSIONS[self.output.output_format]}"
+# --- rate limit ---------------------------------------------------------------------------------
 
 
 class _Bucket:
@@ -140,7 +117,14 @@ class _Bucket:
 class Sandbox:
     """The server's state and behaviour; :mod:`ruxa_batch.sandbox.server` puts HTTP around it."""
 
-    def __init__(self, config: SandboxConfig, *, api_key: str, base_url: str) -> None:
+    def __init__(
+        self,
+        config: SandboxConfig,
+        *,
+        api_key: str,
+        base_url: str,
+        store: SandboxStore | None = None,
+    ) -> None:
         self._lock = threading.Lock()
         self._config = config
         self._api_key = api_key
@@ -150,8 +134,26 @@ class Sandbox:
         self._tasks: dict[str, Task] = {}
         self._hashes: set[str] = set()
         self._counters = dict.fromkeys(COUNTERS, 0)
+        self._store = store
+        self._closed = False
         self._scheduler = Scheduler(self._fire_callback)
+        if store is not None:
+            self._restore(store)
+        self._saved = dict(self._counters)
+        self._saved_at = time.monotonic()
         self._scheduler.start()
+
+    def _restore(self, store: SandboxStore) -> None:
+        """Take over the stored tasks and counters; callbacks still due are scheduled again."""
+        now = time.monotonic()
+        for task in store.tasks():
+            self._tasks[task.task_id] = task
+            self._hashes.add(task.body_hash)
+            # A task that ended while no sandbox ran sends no callback (polling finds it).
+            if task.callback_url and task.ends > now:
+                self._scheduler.add(task.ends, task.task_id)
+        saved = store.counters()
+        self._counters.update({name: saved[name] for name in COUNTERS if name in saved})
 
     @property
     def config(self) -> SandboxConfig:
@@ -175,8 +177,14 @@ class Sandbox:
                 self._api_key = config.api_key
 
     def close(self) -> None:
-        """Stop the callback thread."""
+        """Stop the callback thread; save the counters and close the store, if any."""
         self._scheduler.stop()
+        with self._lock:
+            self._closed = True
+            if self._store is not None:
+                self._store.save_counters(self._counters)
+                self._store.close()
+                self._store = None
 
     def counters(self) -> dict[str, int]:
         """A snapshot of the counters."""
@@ -204,14 +212,18 @@ class Sandbox:
     def create(self, authorization: str | None, body: bytes | None) -> Reply | None:
         """``POST /api/v1/tasks/create``; ``body`` is ``None`` when it was too large to read."""
         with self._lock:
+            if self._closed:  # a request that outlived the server: no task, no answer
+                return None
             reply = self._gate(authorization) or self._new_task(body)
             if isinstance(reply, Task):
                 task = reply
                 if self._rng.random() < self._config.drop_rate:
                     self._counters["dropped"] += 1
+                    self._autosave()
                     return None
                 return _ok({"taskId": task.task_id})
             self._counters["creates_rejected"] += 1
+            self._autosave()
             return reply
 
     def query(self, authorization: str | None, task_id: str) -> Reply:
@@ -221,6 +233,7 @@ class Sandbox:
             denied = self._gate(authorization)
             if denied:
                 return denied
+            self._autosave()
             task = self._tasks.get(task_id)
             if task is None:
                 return self._error(404, f"task not found: {task_id}")
@@ -231,13 +244,14 @@ class Sandbox:
         task_id, _, file_name = name.partition("/")
         now = time.monotonic()
         with self._lock:
+            self._autosave()
             task = self._tasks.get(task_id)
             ttl = self._config.url_ttl
             if (
                 task is None
                 or file_name != task.file_name
                 or task.state(now) != "success"
-                or (ttl is not None and now > task.created + task.duration + ttl)
+                or (ttl is not None and now > task.ends + ttl)
             ):
                 self._counters["not_found"] += 1
                 return Reply(404, to_json({"code": 404, "message": "file not found"}))
@@ -249,12 +263,22 @@ class Sandbox:
     def not_found(self, *, api: bool) -> Reply:
         """Any other path: API paths answer like the API, others like a plain web server."""
         with self._lock:
+            self._autosave()
             if api:
                 return self._error(404, "endpoint not found")
             self._counters["not_found"] += 1
             return Reply(404, to_json({"code": 404, "message": "not found"}))
 
     # --- internals, called with the lock held ---
+
+    def _autosave(self) -> None:
+        """Save changed counters when the last save is :data:`SAVE_EVERY` seconds old."""
+        if self._store is None:
+            return
+        now = time.monotonic()
+        if now - self._saved_at >= SAVE_EVERY and self._counters != self._saved:
+            self._store.save_counters(self._counters)
+            self._saved, self._saved_at = dict(self._counters), now
 
     def _error(self, code: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
         counter = {
@@ -324,13 +348,19 @@ class Sandbox:
             fail=reason if fail_draw < config.fail_rate else None,
             callback_url=checked.callback_url,
         )
-        self._tasks[task_id] = task
-        self._counters["creates"] += 1
+        counters = dict(self._counters)
+        counters["creates"] += 1
         if body_hash in self._hashes:
-            self._counters["duplicate_creates"] += 1
+            counters["duplicate_creates"] += 1
+        if self._store is not None:
+            # On disk before the answer leaves; if this raises, no task exists and none is told.
+            self._store.add_task(task, counters)
+            self._saved, self._saved_at = dict(counters), time.monotonic()
+        self._counters = counters
+        self._tasks[task_id] = task
         self._hashes.add(body_hash)
         if task.callback_url:
-            self._scheduler.add(task.created + task.duration, task_id)
+            self._scheduler.add(task.ends, task_id)
         return task
 
     def _reported_state(self, task: Task, now: float) -> str:
@@ -378,3 +408,4 @@ class Sandbox:
             outcome = "callbacks_failed"
         with self._lock:
             self._counters[outcome] += 1
+            self._autosave()

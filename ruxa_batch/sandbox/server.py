@@ -11,6 +11,7 @@ import threading
 import time
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -26,6 +27,7 @@ from ruxa_batch.sandbox.api import (
     to_json,
 )
 from ruxa_batch.sandbox.config import SandboxConfig
+from ruxa_batch.sandbox.store import DATA_FILENAME, SandboxStore
 
 MAX_BODY = 1 << 20  # a create body is a few hundred bytes; refuse to buffer megabytes
 
@@ -128,14 +130,26 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class SandboxServer:
-    """The sandbox on a background thread: ``with SandboxServer(config) as sb: sb.base_url``."""
+    """The sandbox on a background thread: ``with SandboxServer(config) as sb: sb.base_url``.
+
+    With ``data_dir``, tasks and counters are kept in ``data_dir/sandbox.sqlite`` and a server
+    started later on the same folder carries on with them (see :mod:`ruxa_batch.sandbox.store`);
+    with port 0 it then listens on the previous port if it is free, so result URLs handed out
+    before the restart still lead to their files. Without ``data_dir``, everything is in memory.
+    """
 
     def __init__(
-        self, config: SandboxConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+        self,
+        config: SandboxConfig | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        data_dir: Path | None = None,
     ) -> None:
         self._config = config or SandboxConfig()
         self.host = host
         self.port = port
+        self.data_dir = data_dir
         self._httpd: _HTTPServer | None = None
         self._sandbox: Sandbox | None = None
         self._thread: threading.Thread | None = None
@@ -144,13 +158,24 @@ class SandboxServer:
         """Bind and serve in the background; port 0 picks a free port. ``OSError`` if it cannot."""
         if self._httpd is not None:
             raise RuntimeError("the sandbox is already running")
-        httpd = _HTTPServer((self.host, self.port))
-        self.port = httpd.server_address[1]
-        # A wildcard bind is reachable through loopback too; result URLs must be fetchable.
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
-        netloc = f"[{host}]" if ":" in host else host
-        api_key = self._config.api_key or f"sk-sandbox-{secrets.token_hex(16)}"
-        sandbox = Sandbox(self._config, api_key=api_key, base_url=f"http://{netloc}:{self.port}")
+        store = SandboxStore(self.data_dir) if self.data_dir is not None else None
+        httpd: _HTTPServer | None = None
+        try:
+            httpd = self._listen(store)
+            self.port = httpd.server_address[1]
+            # A wildcard bind is reachable through loopback too; result URLs must be fetchable.
+            host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+            netloc = f"[{host}]" if ":" in host else host
+            # Never stored: a restarted sandbox gets its key as at any start.
+            api_key = self._config.api_key or f"sk-sandbox-{secrets.token_hex(16)}"
+            base_url = f"http://{netloc}:{self.port}"
+            sandbox = Sandbox(self._config, api_key=api_key, base_url=base_url, store=store)
+        except BaseException:
+            if httpd is not None:
+                httpd.server_close()
+            if store is not None:
+                store.close()
+            raise
         httpd.sandbox = sandbox
         self._httpd, self._sandbox = httpd, sandbox
         self._thread = threading.Thread(
@@ -159,8 +184,20 @@ class SandboxServer:
         self._thread.start()
         return self
 
+    def _listen(self, store: SandboxStore | None) -> _HTTPServer:
+        """Bind; "any port" prefers the one the stored data last served on."""
+        previous = store.port() if store is not None and self.port == 0 else None
+        httpd = None
+        if previous:
+            with contextlib.suppress(OSError):  # taken meanwhile: any free port will do
+                httpd = _HTTPServer((self.host, previous))
+        httpd = httpd or _HTTPServer((self.host, self.port))
+        if store is not None:
+            store.save_port(httpd.server_address[1])
+        return httpd
+
     def stop(self) -> None:
-        """Stop serving and close every connection. Safe to call twice."""
+        """Stop serving and close every connection; save and close the data. Safe to call twice."""
         httpd, sandbox = self._httpd, self._sandbox
         if httpd is None or sandbox is None:
             return
@@ -204,6 +241,11 @@ class SandboxServer:
         """The configuration in force."""
         return self._running.config if self._sandbox else self._config
 
+    @property
+    def data_file(self) -> Path | None:
+        """The file that keeps tasks and counters, or ``None`` when they live in memory only."""
+        return self.data_dir / DATA_FILENAME if self.data_dir is not None else None
+
     def counters(self) -> dict[str, int]:
         """A snapshot of the counters (the same as ``GET /_sandbox/counters``)."""
         return self._running.counters()
@@ -219,9 +261,14 @@ class SandboxServer:
             self._sandbox.reconfigure(self._config)
 
 
-def serve(config: SandboxConfig, *, host: str, port: int) -> int:
-    """Serve in the foreground until Ctrl-C; prints the base URL and key. Returns the exit code."""
-    server = SandboxServer(config, host=host, port=port)
+def serve(config: SandboxConfig, *, host: str, port: int, data_dir: Path | None = None) -> int:
+    """Serve in the foreground until Ctrl-C; prints the base URL and key. Returns the exit code.
+
+    With ``data_dir``, tasks and counters are kept there across restarts (see
+    :class:`SandboxServer`); a damaged or busy data file raises
+    :class:`~ruxa_batch.sandbox.store.SandboxDataError`.
+    """
+    server = SandboxServer(config, host=host, port=port, data_dir=data_dir)
     try:
         server.start()
     except OSError as exc:
@@ -236,6 +283,8 @@ def serve(config: SandboxConfig, *, host: str, port: int) -> int:
     print(f"Ruxa sandbox serving at {server.base_url}")
     print(f"API key: {server.api_key}")
     print(f"Settings: {json.dumps(faults) if faults else 'defaults, no faults'}")
+    if server.data_file is not None:
+        print(f"Data: {server.data_file}  (tasks and counters are kept across restarts)")
     print(f"Counters: {server.base_url}/_sandbox/counters  (Ctrl-C to stop)", flush=True)
     try:
         threading.Event().wait()
