@@ -35,7 +35,7 @@ from ruxa_batch.client import (
     UrlExpired,
     Withdrawn,
 )
-from ruxa_batch.manifest import Job, Manifest
+from ruxa_batch.jobs import Job, Manifest
 from ruxa_batch.state import (
     AMBIGUOUS,
     FAILED,

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from ruxa_batch.manifest import Job, Manifest, display_path
+from ruxa_batch.jobs import Job, Manifest, display_path
 from ruxa_batch.state import FAILED, SUCCEEDED, UNCERTAIN, JobRecord
 
 ACTIONS = ("submit", "retry", "uncertain", "running", "done", "orphaned")

@@ -12,7 +12,8 @@ import pytest
 
 from ruxa_batch.client import RuxaClient, TaskInfo
 from ruxa_batch.engine import Engine, EngineOptions
-from ruxa_batch.manifest import Job, load_manifest
+from ruxa_batch.jobs import Job
+from ruxa_batch.manifest import load_manifest
 from ruxa_batch.ratelimit import RateLimiter
 from ruxa_batch.state import StateStore
 

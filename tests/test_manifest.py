@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ruxa_batch.errors import ManifestInvalid
-from ruxa_batch.manifest import Job, identity_key, load_manifest, render_filename
+from ruxa_batch.jobs import Job, identity_key, render_filename
+from ruxa_batch.manifest import load_manifest
 from ruxa_batch.template import TemplateError, parse_template, slugify
 
 REPO = Path(__file__).parent.parent
