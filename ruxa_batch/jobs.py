@@ -17,7 +17,10 @@ from typing import Any
 from ruxa_batch.models import EXTENSIONS, ModelSpec, get_model
 from ruxa_batch.template import parse_template
 
+# The file names a job gets when the manifest sets no output.filename: a job with several variants
+# needs {variant} in its names, and one-variant jobs keep the names they always had.
 DEFAULT_FILENAME = "{id}-{n}.{ext}"
+DEFAULT_VARIANTS_FILENAME = "{id}-v{variant}-{n}.{ext}"
 FILENAME_PLACEHOLDERS = ("id", "variant", "n", "ext")
 
 
@@ -46,7 +49,17 @@ class OutputSpec:
     """Where and under which names outputs are written."""
 
     dir: Path
-    filename: str
+    filename: str | None  # the manifest's output.filename; None when it sets none
+
+    def template_for(self, job: Job) -> str:
+        """The file name template of ``job``'s outputs: output.filename, else the default."""
+        if self.filename is not None:
+            return self.filename
+        return DEFAULT_VARIANTS_FILENAME if job.variants > 1 else DEFAULT_FILENAME
+
+    def name_for(self, job: Job, n: int) -> str:
+        """The path, relative to ``dir``, of output ``n`` (1-based) of ``job``."""
+        return render_filename(self.template_for(job), job, n)
 
 
 @dataclass(frozen=True)
@@ -72,7 +85,7 @@ class Manifest:
 
     def output_name(self, job: Job, n: int) -> str:
         """The path, relative to ``output.dir``, of output ``n`` (1-based) of ``job``."""
-        return render_filename(self.output.filename, job, n)
+        return self.output.name_for(job, n)
 
 
 def request_input(model: str, job: Job) -> dict[str, Any]:

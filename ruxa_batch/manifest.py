@@ -102,7 +102,7 @@ def _build_document(path: Path, log: ProblemLog, *, max_jobs: int) -> Manifest |
         return None
     jobs = expander.expand_all(entries)
     if filename_ok:  # else the template itself is already reported
-        check_filenames(jobs, output, log=log)
+        check_filenames(jobs, output, id_paths=expander.id_paths, log=log)
     log.summarise_repeats()
     return Manifest(
         path=path,

@@ -34,6 +34,7 @@ class Expander:
         self.model = model
         self.spec = get_model(model)
         self.variables = variables
+        self.id_paths: dict[str, PathKey] = {}  # each expanded id -> where its template is
 
     def within_limit(self, entries: Sequence[Entry], max_jobs: int) -> bool:
         """False (and a problem reported) when the entries expand to more than ``max_jobs``."""
@@ -79,6 +80,7 @@ class Expander:
                     )
                     continue
                 seen_ids[first.id] = first.origin
+                self.id_paths[first.id] = id_path
                 model_input = request_input(self.model, first)
                 for variant in range(1, first.variants + 1):
                     key = identity_key(self.model, model_input, variant)
