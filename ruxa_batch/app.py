@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ruxa_batch.errors import EXIT_INVALID, EXIT_OK, UsageError, emit
-from ruxa_batch.manifest import Manifest, check_manifest, display_path, load_manifest
+from ruxa_batch.jobs import Manifest, display_path
+from ruxa_batch.manifest import check_manifest, load_manifest
 from ruxa_batch.plan import make_plan, render
 from ruxa_batch.report import REPORT_FILENAME, write_report
 from ruxa_batch.results import build_table, to_csv, to_json, write_atomic

@@ -13,12 +13,12 @@ import click
 
 from ruxa_batch import __version__
 from ruxa_batch.errors import EXIT_INTERRUPTED, EXIT_INVALID, emit, run_guarded
+from ruxa_batch.jobs import DEFAULT_MAX_JOBS
 from ruxa_batch.sandbox.options import config_from_options, sandbox_options
 from ruxa_batch.tuning import settings, tuning_options
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-DEFAULT_MAX_JOBS = 100_000  # mirrors ruxa_batch.manifest.DEFAULT_MAX_JOBS (kept import-free)
 
 _max_jobs_option = click.option(
     "--max-jobs",

@@ -40,7 +40,7 @@ from ruxa_batch.client import (
     Withdrawn,
 )
 from ruxa_batch.decide import IDLE, Action, Decision, Options, decide_all, pictures_on_disk
-from ruxa_batch.manifest import Job, Manifest
+from ruxa_batch.jobs import Job, Manifest
 from ruxa_batch.retry import GaveUp, Halted, Retrier, RetryPolicy
 from ruxa_batch.state import JobRecord, StateStore
 from ruxa_batch.statuses import AttemptOutcome, JobStatus, StopReason, TaskState

@@ -25,7 +25,7 @@ from ruxa_batch.decide import (
     money,
     pictures_on_disk,
 )
-from ruxa_batch.manifest import Job, Manifest, display_path
+from ruxa_batch.jobs import Job, Manifest, display_path
 from ruxa_batch.state import JobRecord
 
 ORPHANED = "orphaned"

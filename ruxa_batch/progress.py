@@ -8,7 +8,7 @@ import time
 from typing import Any, TextIO
 
 from ruxa_batch.engine import Events
-from ruxa_batch.manifest import Job
+from ruxa_batch.jobs import Job
 from ruxa_batch.statuses import JobStatus
 
 LOG_INTERVAL = 10.0

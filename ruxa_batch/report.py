@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from ruxa_batch.manifest import Manifest, display_path
+from ruxa_batch.jobs import Manifest, display_path
 from ruxa_batch.results import Table, write_atomic
 from ruxa_batch.statuses import JobStatus
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ruxa_batch.manifest import Manifest, display_path
+from ruxa_batch.jobs import Manifest, display_path
 from ruxa_batch.state import JobRecord
 from ruxa_batch.statuses import JOB_STATUSES, JobStatus
 

@@ -31,7 +31,8 @@ from ruxa_batch.errors import (
     UsageError,
     emit,
 )
-from ruxa_batch.manifest import Manifest, display_path, load_manifest
+from ruxa_batch.jobs import Manifest, display_path
+from ruxa_batch.manifest import load_manifest
 from ruxa_batch.plan import make_plan
 from ruxa_batch.progress import Progress
 from ruxa_batch.ratelimit import RateLimiter

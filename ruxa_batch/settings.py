@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ruxa_batch.decide import DecisionFlags
-from ruxa_batch.manifest import DEFAULT_MAX_JOBS
+from ruxa_batch.jobs import DEFAULT_MAX_JOBS
 from ruxa_batch.sandbox.config import SandboxConfig
 
 

@@ -13,7 +13,8 @@ import pytest
 from ruxa_batch.client import RuxaClient, TaskInfo
 from ruxa_batch.decide import Options
 from ruxa_batch.engine import Engine, EngineOptions
-from ruxa_batch.manifest import Job, load_manifest
+from ruxa_batch.jobs import Job
+from ruxa_batch.manifest import load_manifest
 from ruxa_batch.ratelimit import RateLimiter
 from ruxa_batch.state import StateStore
 from ruxa_batch.statuses import TaskState
@@ -95,6 +96,20 @@ def test_a_clean_run_then_a_rerun_that_sends_nothing(run, hermetic, sandbox, key
         before["downloads"],
     )
     assert results(hermetic)["summary"]["tasks_created_this_run"] == 0
+
+
+def test_default_file_names_keep_variants_apart(run, hermetic, sandbox, keyed) -> None:
+    keyed(sandbox)
+    (hermetic / "m.yaml").write_text(
+        "version: 1\nname: t\njobs:\n"
+        "  - {id: x, prompt: a, images: ['https://cdn.example.com/x.png'], variants: 2}\n"
+        "  - {id: y, prompt: b, images: ['https://cdn.example.com/y.png']}\n"
+    )
+    result = run(run_args(sandbox))
+    assert result.code == 0, result.err
+    files = [row["files"] for row in results(hermetic)["jobs"]]
+    assert files == [["x-v1-1.png"], ["x-v2-1.png"], ["y-1.png"]]
+    assert all((hermetic / "out" / "t" / name[0]).is_file() for name in files)
 
 
 def test_missing_key_is_refused_before_anything_is_sent(run, hermetic, sandbox) -> None:

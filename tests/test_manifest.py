@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ruxa_batch.errors import ManifestInvalid
-from ruxa_batch.manifest import Job, identity_key, load_manifest, render_filename
+from ruxa_batch.jobs import Job, identity_key, render_filename
+from ruxa_batch.manifest import load_manifest
 from ruxa_batch.template import TemplateError, parse_template, slugify
 
 REPO = Path(__file__).parent.parent
@@ -219,7 +220,52 @@ def test_file_names_differing_only_in_case_collide(hermetic: Path) -> None:
     )
     with pytest.raises(ManifestInvalid) as caught:
         load_manifest(path)
-    assert "the same file name 'mug-1.png'" in caught.value.lines()[0]
+    assert caught.value.lines() == [
+        "m.yaml:4:10: $.jobs[1].id: job 'mug' gets the same default file name 'mug-1.png' as "
+        "job 'Mug' (jobs[0], line 3); ids that differ only in upper/lower case collide on some "
+        "file systems"
+    ]
+
+
+VARIANTS_WITHOUT_FILENAME = (
+    "version: 1\n{output}jobs:\n"
+    "  - {{id: x, prompt: a, images: ['https://x.example/i.png'], variants: 2}}\n"
+    "  - {{id: y, prompt: b, images: ['https://x.example/i.png']}}\n"
+)
+
+
+def test_default_file_names_tell_variants_apart(hermetic: Path) -> None:
+    manifest = load_manifest(write(hermetic, VARIANTS_WITHOUT_FILENAME.format(output="")))
+    assert manifest.output.filename is None
+    names = [(job.id, job.variant, manifest.output_name(job, 1)) for job in manifest.jobs]
+    assert names == [("x", 1, "x-v1-1.png"), ("x", 2, "x-v2-1.png"), ("y", 1, "y-1.png")]
+    second = manifest.jobs[1]
+    assert manifest.output_name(second, 2) == "x-v2-2.png"
+
+
+def test_explicit_file_name_without_variant_still_collides(hermetic: Path) -> None:
+    output = "output: {filename: '{id}-{n}.{ext}'}\n"
+    path = write(hermetic, VARIANTS_WITHOUT_FILENAME.format(output=output))
+    with pytest.raises(ManifestInvalid) as caught:
+        load_manifest(path)
+    assert caught.value.lines() == [
+        "m.yaml:2:20: $.output.filename: output.filename gives job 'x' variant 1 and job 'x' "
+        "variant 2 the same file name 'x-1.png'; add {variant}, e.g. "
+        '"{id}-v{variant}-{n}.{ext}"'
+    ]
+
+
+def test_default_file_names_of_different_jobs_may_still_collide(hermetic: Path) -> None:
+    path = write(
+        hermetic,
+        VARIANTS_WITHOUT_FILENAME.format(output="").replace("id: y", "id: x-v2"),
+    )
+    with pytest.raises(ManifestInvalid) as caught:
+        load_manifest(path)
+    assert caught.value.lines() == [
+        "m.yaml:4:10: $.jobs[1].id: job 'x-v2' gets the same default file name 'x-v2-1.png' as "
+        "job 'x' variant 2 (jobs[0], line 3); rename one of them, or set output.filename"
+    ]
 
 
 def test_filename_rules(hermetic: Path) -> None:

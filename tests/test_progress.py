@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from ruxa_batch.manifest import Job
+from ruxa_batch.jobs import Job
 from ruxa_batch.progress import Progress
 
 

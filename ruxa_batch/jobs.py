@@ -1,0 +1,138 @@
+"""The job model: what a job is, the request it sends, its identity and its output names.
+
+These are the plain frozen values the manifest language produces and the plan, the engine and the
+result writers consume. This module knows nothing of YAML or the schema: running jobs must not need
+the parser.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ruxa_batch.models import EXTENSIONS, ModelSpec, get_model
+from ruxa_batch.template import parse_template
+
+# The most jobs a manifest may expand to unless --max-jobs says otherwise.
+DEFAULT_MAX_JOBS = 100_000
+# The file names a job gets when the manifest sets no output.filename: a job with several variants
+# needs {variant} in its names, and one-variant jobs keep the names they always had.
+DEFAULT_FILENAME = "{id}-{n}.{ext}"
+DEFAULT_VARIANTS_FILENAME = "{id}-v{variant}-{n}.{ext}"
+FILENAME_PLACEHOLDERS = ("id", "variant", "n", "ext")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work: one request to the API (a job entry's expansion and variant)."""
+
+    id: str
+    variant: int  # 1-based
+    variants: int  # how many variants the job entry asks for
+    prompt: str
+    images: tuple[str, ...]
+    image_size: str
+    output_format: str
+    key: str  # identity: hash of the exact request plus the variant number
+    origin: str  # where it came from, for messages: "jobs[1] (sku=mug, style=marble), line 7"
+
+    @property
+    def ext(self) -> str:
+        """File extension of this job's outputs."""
+        return EXTENSIONS[self.output_format]
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """Where and under which names outputs are written."""
+
+    dir: Path
+    filename: str | None  # the manifest's output.filename; None when it sets none
+
+    def template_for(self, job: Job) -> str:
+        """The file name template of ``job``'s outputs: output.filename, else the default."""
+        if self.filename is not None:
+            return self.filename
+        return DEFAULT_VARIANTS_FILENAME if job.variants > 1 else DEFAULT_FILENAME
+
+    def name_for(self, job: Job, n: int) -> str:
+        """The path, relative to ``dir``, of output ``n`` (1-based) of ``job``."""
+        return render_filename(self.template_for(job), job, n)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated manifest with its jobs expanded, in manifest order."""
+
+    path: Path
+    name: str
+    model: str
+    callback_url: str | None
+    output: OutputSpec
+    run: Mapping[str, Any]  # the manifest's `run:` keys as written (flags override them)
+    jobs: tuple[Job, ...]
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The model's request rules."""
+        return get_model(self.model)
+
+    def request_input(self, job: Job) -> dict[str, Any]:
+        """The ``input`` object sent to create ``job``'s task."""
+        return request_input(self.model, job)
+
+    def output_name(self, job: Job, n: int) -> str:
+        """The path, relative to ``output.dir``, of output ``n`` (1-based) of ``job``."""
+        return self.output.name_for(job, n)
+
+
+def request_input(model: str, job: Job) -> dict[str, Any]:
+    """The ``input`` object of ``job``'s create request, exactly as it is sent.
+
+    The job's identity is a hash of this same object, so what is sent and what is known as done
+    cannot drift apart.
+    """
+    return get_model(model).build_input(
+        prompt=job.prompt,
+        images=job.images,
+        image_size=job.image_size,
+        output_format=job.output_format,
+    )
+
+
+def identity_key(model: str, request_input: Mapping[str, Any], variant: int) -> str:
+    """A job's identity: it changes exactly when the request it sends (or its variant) changes."""
+    canonical = json.dumps(
+        {"model": model, "input": request_input, "variant": variant},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:24]
+
+
+def render_filename(template: str, job: Job, n: int) -> str:
+    """Render a file name template for one output.
+
+    Without ``{n}`` in the template, a task that returns several pictures gets ``-2``, ``-3``...
+    before the extension of the second and later ones, so no output overwrites another.
+    """
+    parsed = parse_template(template)
+    values = {"id": job.id, "variant": str(job.variant), "n": str(n), "ext": job.ext}
+    name = parsed.render(values)
+    if n > 1 and "n" not in parsed.names:
+        stem, dot, ext = name.rpartition(".")
+        name = f"{stem}-{n}.{ext}" if dot and "/" not in ext else f"{name}-{n}"
+    return name
+
+
+def display_path(path: Path) -> str:
+    """A path as the user should see it: relative to the working directory when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(path)

@@ -1,0 +1,74 @@
+"""One job entry before expansion: its fields merged over ``defaults``, its matrix and its rows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ruxa_batch.manifest_problems import ProblemLog
+from ruxa_batch.manifest_rows import RowReader, Rows, scalar_text
+from ruxa_batch.yamlsource import PathKey
+
+
+@dataclass
+class Entry:
+    """One job entry of the manifest, before expansion."""
+
+    index: int
+    fields: dict[str, Any]
+    where: dict[str, PathKey]  # field -> path of the value in the document
+    matrix: dict[str, list[str]] = field(default_factory=dict)
+    rows: Rows | None = None
+
+
+def read_entry(
+    index: int,
+    raw: Mapping[str, Any],
+    defaults: Mapping[str, Any],
+    variables: Mapping[str, str],
+    *,
+    log: ProblemLog,
+    rows: RowReader,
+) -> Entry | None:
+    """The entry ``jobs[index]``, or None after reporting why it cannot be expanded."""
+    here: PathKey = ("jobs", index)
+    fields: dict[str, Any] = {}
+    where: dict[str, PathKey] = {}
+    for name, value in defaults.items():
+        fields[name], where[name] = value, ("defaults", name)
+    for name, value in raw.items():
+        if name not in ("matrix", "rows"):
+            fields[name], where[name] = value, (*here, name)
+    ok = True
+    for required in ("prompt", "images"):
+        if required not in fields:
+            log.add(
+                here, f"missing required key {required!r} (set it on the job or under defaults)"
+            )
+            ok = False
+    entry = Entry(index, fields, where)
+    matrix = raw.get("matrix") or {}
+    for name, values in matrix.items():
+        if name in variables:
+            log.add(
+                (*here, "matrix", name),
+                f"variable {name!r} is also defined in vars; rename one of them",
+                key=True,
+            )
+            ok = False
+        entry.matrix[name] = [scalar_text(value) for value in values]
+    if "rows" in raw:
+        entry.rows = rows.read(raw["rows"], (*here, "rows"))
+        if entry.rows is None:
+            ok = False
+        else:
+            for name in entry.rows.names:
+                if name in variables or name in entry.matrix:
+                    other = "vars" if name in variables else "matrix"
+                    log.add(
+                        (*here, "rows"),
+                        f"rows column {name!r} is also defined in {other}; rename one of them",
+                    )
+                    ok = False
+    return entry if ok else None

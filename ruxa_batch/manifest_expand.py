@@ -1,0 +1,265 @@
+"""Expansion: job entries become jobs, one per rows x matrix combination and variant.
+
+Templates are parsed and checked against the variables in scope, each combination is rendered and
+checked (ids, URLs, sizes, formats), and every job gets its identity. Ids and requests must be
+unique after expansion.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from ruxa_batch.jobs import Job, identity_key, request_input
+from ruxa_batch.manifest_entries import Entry
+from ruxa_batch.manifest_problems import ProblemLog
+from ruxa_batch.models import get_model
+from ruxa_batch.suggest import close_matches, did_you_mean, nearest_ratios, show
+from ruxa_batch.template import Template, TemplateError, parse_template, slugify
+from ruxa_batch.yamlsource import PathKey
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_TEMPLATED_FIELDS = ("prompt", "image_size", "output_format")
+
+
+class Expander:
+    """Expands the entries of one manifest, reporting problems to ``log``."""
+
+    def __init__(self, log: ProblemLog, *, model: str, variables: Mapping[str, str]) -> None:
+        self.log = log
+        self.model = model
+        self.spec = get_model(model)
+        self.variables = variables
+        self.id_paths: dict[str, PathKey] = {}  # each expanded id -> where its template is
+
+    def within_limit(self, entries: Sequence[Entry], max_jobs: int) -> bool:
+        """False (and a problem reported) when the entries expand to more than ``max_jobs``."""
+        total = 0
+        for entry in entries:
+            count = len(entry.rows.values) if entry.rows else 1
+            count *= math.prod(len(values) for values in entry.matrix.values())
+            count *= int(entry.fields.get("variants", 1))
+            total += count
+            if total > max_jobs:
+                self.log.add(
+                    ("jobs", entry.index),
+                    f"the manifest expands to more than {max_jobs:,} jobs counting variants "
+                    f"(this entry alone: {count:,}); raise --max-jobs if that is intended",
+                )
+                return False
+        return True
+
+    def expand_all(self, entries: Sequence[Entry]) -> list[Job]:
+        """Every job of ``entries``, in manifest order; the ones with problems are left out."""
+        jobs: list[Job] = []
+        seen_ids: dict[str, str] = {}
+        seen_keys: dict[str, Job] = {}
+        for entry in entries:
+            templates = self.templates(entry)
+            if templates is None:
+                continue
+            for values, label in self.combinations(entry):
+                first = self.expand(entry, templates, values, label)
+                if first is None:
+                    continue
+                id_path = entry.where["id"]
+                if first.id in seen_ids:
+                    reason = (
+                        "add a matrix or rows variable to the id template"
+                        if not templates["id"].is_literal or entry.matrix or entry.rows
+                        else "ids must be unique"
+                    )
+                    self.log.add_repeated(
+                        id_path,
+                        "duplicate id",
+                        f"duplicate id {first.id!r} (first from {seen_ids[first.id]}); {reason}",
+                    )
+                    continue
+                seen_ids[first.id] = first.origin
+                self.id_paths[first.id] = id_path
+                model_input = request_input(self.model, first)
+                for variant in range(1, first.variants + 1):
+                    key = identity_key(self.model, model_input, variant)
+                    job = Job(
+                        first.id,
+                        variant,
+                        first.variants,
+                        first.prompt,
+                        first.images,
+                        first.image_size,
+                        first.output_format,
+                        key,
+                        first.origin,
+                    )
+                    if key in seen_keys:
+                        other = seen_keys[key]
+                        self.log.add_repeated(
+                            id_path,
+                            "same request",
+                            f"job {job.id!r} sends exactly the same request as job "
+                            f"{other.id!r} ({other.origin}); use 'variants: 2' on one "
+                            "job to get several generations of one request",
+                        )
+                        break
+                    seen_keys[key] = job
+                    jobs.append(job)
+        return jobs
+
+    def templates(self, entry: Entry) -> dict[str, Any] | None:
+        """The entry's templated fields parsed, or None if one is malformed or unknown names."""
+        known = (
+            set(self.variables) | set(entry.matrix) | set(entry.rows.names if entry.rows else ())
+        )
+        parsed: dict[str, Any] = {}
+        ok = True
+
+        def parse(text: Any, where: PathKey) -> Template | None:
+            nonlocal ok
+            try:
+                template = parse_template(str(text))
+            except TemplateError as exc:
+                self.log.add(where, str(exc))
+                ok = False
+                return None
+            for unknown in sorted(template.names - known):
+                hint = did_you_mean(close_matches(unknown, sorted(known)))
+                listing = f" (known: {', '.join(sorted(known))})" if known and not hint else ""
+                self.log.add(where, f"unknown variable {{{unknown}}}{hint}{listing}")
+                ok = False
+            return template
+
+        parsed["id"] = parse(entry.fields["id"], entry.where["id"])
+        for name in _TEMPLATED_FIELDS:
+            if name in entry.fields:
+                parsed[name] = parse(entry.fields[name], entry.where[name])
+        parsed["images"] = [
+            parse(image, (*entry.where["images"], number))
+            for number, image in enumerate(entry.fields["images"])
+        ]
+        return parsed if ok else None
+
+    def combinations(self, entry: Entry) -> Iterator[tuple[dict[str, str], str]]:
+        """Each rows x matrix combination's variables, with a label naming it in messages."""
+        matrix_names = list(entry.matrix)
+        row_source: Sequence[tuple[tuple[str, ...], str]] = [((), "")]
+        if entry.rows:
+            row_source = list(zip(entry.rows.values, entry.rows.labels, strict=True))
+        row_names = entry.rows.names if entry.rows else ()
+        for row, row_label in row_source:
+            for combo in itertools.product(*(entry.matrix[name] for name in matrix_names)):
+                values = dict(self.variables)
+                values.update(zip(row_names, row, strict=False))
+                values.update(zip(matrix_names, combo, strict=False))
+                shown = ", ".join(f"{n}={values[n]}" for n in (*row_names, *matrix_names))
+                label = f"jobs[{entry.index}]"
+                if row_label:
+                    label += f" {row_label}"
+                if shown:
+                    label += f" ({shown if len(shown) <= 80 else shown[:77] + '...'})"
+                yield values, label
+
+    def expand(
+        self,
+        entry: Entry,
+        templates: Mapping[str, Any],
+        values: Mapping[str, str],
+        label: str,
+    ) -> Job | None:
+        """One combination rendered as the job's first variant (no identity yet), if valid."""
+        fields = entry.fields
+        where = entry.where
+        spec = self.spec
+        suffix = f" in {label}" if "(" in label or " " in label else ""
+        ok = True
+
+        job_id = templates["id"].render(values, transform=slugify)
+        if not _ID.match(job_id):
+            self.log.add_repeated(
+                where["id"],
+                "invalid id",
+                f"id {show(job_id)} is not valid{suffix}: use letters, digits, '.', "
+                "'_' and '-', starting with a letter or digit, at most 128 characters",
+            )
+            ok = False
+        prompt = templates["prompt"].render(values)
+        if not prompt.strip():
+            self.log.add_repeated(where["prompt"], "blank prompt", f"prompt is blank{suffix}")
+            ok = False
+        images = []
+        for number, template in enumerate(templates["images"]):
+            url = template.render(values)
+            problem = _url_problem(url)
+            if problem:
+                self.log.add_repeated(
+                    (*where["images"], number), "bad URL", f"{show(url)} {problem}{suffix}"
+                )
+                ok = False
+            images.append(url)
+        image_size = self.choice(
+            templates,
+            "image_size",
+            values,
+            spec.image_sizes,
+            spec.default_image_size,
+            where,
+            suffix,
+        )
+        output_format = self.choice(
+            templates,
+            "output_format",
+            values,
+            spec.output_formats,
+            spec.default_output_format,
+            where,
+            suffix,
+        )
+        if not ok or image_size is None or output_format is None:
+            return None
+        variants = int(fields.get("variants", 1))
+        origin = f"{label}, line {self.log.doc.locate(where['id'])[0]}"
+        return Job(
+            job_id, 1, variants, prompt, tuple(images), image_size, output_format, "", origin
+        )
+
+    def choice(
+        self,
+        templates: Mapping[str, Any],
+        name: str,
+        values: Mapping[str, str],
+        allowed: Sequence[str],
+        default: str,
+        where: Mapping[str, PathKey],
+        suffix: str,
+    ) -> str | None:
+        """The value of a field with a closed set of values (the default when unset)."""
+        if name not in templates:
+            return default
+        value: str = templates[name].render(values)
+        if value in allowed:
+            return value
+        near = nearest_ratios(value, allowed) if name == "image_size" else []
+        hint = did_you_mean(near or close_matches(value, allowed))
+        self.log.add_repeated(
+            where[name],
+            f"invalid {name}",
+            f"{show(value)} is not a valid {name}{suffix}{hint} (allowed: {', '.join(allowed)})",
+        )
+        return None
+
+
+def _url_problem(url: str) -> str | None:
+    if any(ch.isspace() for ch in url):
+        return "is not a valid URL: it contains white space"
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "is not a valid URL"
+    if parts.scheme.lower() not in ("http", "https"):
+        return "is not an http(s) URL"
+    if not parts.netloc:
+        return "is not a valid URL: it has no host"
+    return None

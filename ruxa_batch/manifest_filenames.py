@@ -1,0 +1,111 @@
+"""The manifest's ``output`` section: the file name template's rules, and one name per job."""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ruxa_batch.jobs import FILENAME_PLACEHOLDERS, Job, OutputSpec, render_filename
+from ruxa_batch.manifest_problems import ProblemLog
+from ruxa_batch.suggest import close_matches, did_you_mean
+from ruxa_batch.template import TemplateError, parse_template
+from ruxa_batch.yamlsource import PathKey
+
+_WHERE = ("output", "filename")
+
+
+def read_output(
+    raw: Mapping[str, Any], *, name: str, base: Path, log: ProblemLog
+) -> tuple[OutputSpec, bool]:
+    """The output spec, and whether its file name template is free of problems."""
+    directory = Path(raw["dir"]) if "dir" in raw else Path("out") / name
+    filename: str | None = raw.get("filename")
+    spec = OutputSpec(
+        dir=directory if directory.is_absolute() else base / directory, filename=filename
+    )
+    if filename is None:
+        return spec, True  # the defaults (see OutputSpec.template_for) need no checks
+    problems_before = len(log)
+    try:
+        parsed = parse_template(filename)
+    except TemplateError as exc:
+        log.add(_WHERE, str(exc))
+    else:
+        for unknown in sorted(parsed.names - set(FILENAME_PLACEHOLDERS)):
+            hint = did_you_mean(close_matches(unknown, FILENAME_PLACEHOLDERS))
+            log.add(
+                _WHERE,
+                f"unknown placeholder {{{unknown}}}{hint} "
+                f"(allowed: {', '.join('{' + p + '}' for p in FILENAME_PLACEHOLDERS)})",
+            )
+        if "id" not in parsed.names:
+            log.add(_WHERE, "output.filename must contain {id}, or every job writes the same file")
+        if filename.startswith("/") or "\\" in filename:
+            log.add(_WHERE, "output.filename must be a relative path using '/' separators")
+    return spec, len(log) == problems_before
+
+
+def check_filenames(
+    jobs: Sequence[Job],
+    output: OutputSpec,
+    *,
+    id_paths: Mapping[str, PathKey],
+    log: ProblemLog,
+) -> None:
+    """Report outputs that would leave ``output.dir`` or overwrite another job's.
+
+    A collision of the default names is reported at the job's id (``id_paths``), since the
+    manifest has no output.filename to point at.
+    """
+    taken: dict[str, Job] = {}
+    for job in jobs:
+        name = render_filename(output.template_for(job), job, 1)
+        parts = name.split("/")
+        if posixpath.isabs(name) or any(part in ("", ".", "..") for part in parts):
+            log.add_repeated(
+                _WHERE,
+                "unsafe name",
+                f"output.filename gives {name!r} for job {job.id!r}, which is "
+                "not a plain relative path inside output.dir",
+            )
+            continue
+        folded = name.casefold()
+        if folded in taken:
+            other = taken[folded]
+            if output.filename is None:
+                _default_collision(job, other, name, where=id_paths[job.id], log=log)
+                continue
+            hint = (
+                'add {variant}, e.g. "{id}-v{variant}-{n}.{ext}"'
+                if other.id == job.id
+                else "ids that differ only in upper/lower case collide on some file systems"
+            )
+            log.add_repeated(
+                _WHERE,
+                "same file name",
+                f"output.filename gives job {other.id!r} variant {other.variant} "
+                f"and job {job.id!r} variant {job.variant} the same file name "
+                f"{name!r}; {hint}",
+            )
+            continue
+        taken[folded] = job
+
+
+def _default_collision(job: Job, other: Job, name: str, *, where: PathKey, log: ProblemLog) -> None:
+    hint = (
+        "ids that differ only in upper/lower case collide on some file systems"
+        if other.id.casefold() == job.id.casefold()
+        else "rename one of them, or set output.filename"
+    )
+    log.add_repeated(
+        where,
+        "same file name",
+        f"{_job_name(job)} gets the same default file name {name!r} as {_job_name(other)} "
+        f"({other.origin}); {hint}",
+    )
+
+
+def _job_name(job: Job) -> str:
+    return f"job {job.id!r}" + (f" variant {job.variant}" if job.variants > 1 else "")
