@@ -46,9 +46,11 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 
 class ManualTimer(Timer):
-    """A clock that only moves when something sleeps: each sleep advances it and returns at once.
+    """A clock that only moves when something sleeps, and sleeps that return at once.
 
-    Every sleep is recorded in :attr:`slept`, so a test can assert the exact backoff sequence.
+    A sleep moves the clock to the end of that sleep (never back), so sleeps that overlap in
+    time, as concurrent jobs' do, do not add up. Every sleep is recorded in :attr:`slept`, so a
+    test can assert the exact backoff sequence.
     """
 
     def __init__(self, start: float = 1000.0) -> None:
@@ -61,8 +63,9 @@ class ManualTimer(Timer):
 
     async def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
-        self.current += max(0.0, seconds)
+        deadline = self.current + max(0.0, seconds)
         await asyncio.sleep(0)  # let other coroutines run, as a real sleep would
+        self.current = max(self.current, deadline)
 
     def wake_all(self) -> None:
         """Nothing to wake: manual sleeps never block."""
