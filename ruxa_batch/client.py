@@ -15,11 +15,14 @@ import asyncio
 import hashlib
 import json
 import os
+import re
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -27,6 +30,14 @@ from ruxa_batch.ratelimit import RateLimiter
 from ruxa_batch.statuses import TaskState
 
 LANE_SIZE = 4
+# The most a JSON answer of the API may weigh, decoded: real answers are a few hundred bytes.
+MAX_ANSWER_BYTES = 1024 * 1024
+# A whole answer (not each read) must arrive within this; a result file within the second.
+ANSWER_DEADLINE = 120.0
+DOWNLOAD_DEADLINE = 600.0
+# What a task ID may look like (the API's are like task_gemini-2.5-flash-image_1766304530229_cf4d):
+# checked before one is stored or put in a URL path.
+TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,255}")
 CREATE_PATH = "/api/v1/tasks/create"
 QUERY_PATH = "/api/v1/tasks/query/"
 # The API's words for a task's state, as documented (both spellings of success).
@@ -93,6 +104,10 @@ class NoAnswer(Exception):
 
 class Withdrawn(Exception):
     """Raised by a ``before_send`` hook: the request must not be sent after all."""
+
+
+class UnusableResult(Exception):
+    """A task reported success but its results cannot be used (no URL, a malformed one...)."""
 
 
 class DownloadRejected(Exception):
@@ -167,8 +182,14 @@ class RuxaClient:
         limiter: RateLimiter,
         timeout: float = 60.0,
         connect_timeout: float = 10.0,
+        answer_deadline: float = ANSWER_DEADLINE,
+        download_deadline: float = DOWNLOAD_DEADLINE,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.answer_deadline = answer_deadline
+        self.download_deadline = download_deadline
+        self.max_answer_bytes = max_answer_bytes
         self.limiter = limiter
         self.requests = 0
         # Sent on API calls only: result URLs point at a CDN that must never see the key.
@@ -229,35 +250,45 @@ class RuxaClient:
             if before_send is not None:
                 before_send()
             self.requests += 1
-            with _transport_errors(f"the API at {self.base_url}"):
-                response = await http.request(
-                    method, self.base_url + path, json=body, headers=self._auth
-                )
+            peer = f"the API at {self.base_url}"
+            with _transport_errors(peer):
+                async with deadline(self.answer_deadline, f"no complete answer from {peer}"):
+                    request = http.build_request(
+                        method, self.base_url + path, json=body, headers=self._auth
+                    )
+                    response = await http.send(request, stream=True)
+                    try:
+                        raw = await _read_capped(response, self.max_answer_bytes)
+                    finally:
+                        await response.aclose()
+        return self._document(response, raw)
+
+    def _document(self, response: httpx.Response, raw: bytes) -> dict[str, Any]:
+        """The API's JSON envelope of an answer, or the error it stands for."""
+        status = response.status_code
         try:
-            document = response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            document = json.loads(raw)
+        except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError included
             # A 4xx is definitive whoever sent it; a 5xx page that is not the API's JSON comes
             # from something in between (a proxy), which may have passed the request on.
-            if 400 <= response.status_code < 500:
-                _raise_for(response.status_code, f"HTTP {response.status_code}", response.headers)
+            if 400 <= status < 500:
+                _raise_for(status, f"HTTP {status}", response.headers)
             kind = response.headers.get("content-type", "unknown").split(";")[0]
-            sample = _short(response.text, 80)
-            raise BadAnswer(
-                f"HTTP {response.status_code} answer is not JSON ({kind}): {sample}"
-            ) from None
+            sample = _short(raw[:200].decode("utf-8", "replace"), 80)
+            raise BadAnswer(f"HTTP {status} answer is not JSON ({kind}): {sample}") from None
         if not isinstance(document, dict):
-            raise BadAnswer(f"HTTP {response.status_code} answer is not a JSON object")
-        code = document.get("code", response.status_code)
-        message = str(document.get("message") or document.get("msg") or "")
-        if response.status_code >= 400:
-            _raise_for(
-                response.status_code, message or f"HTTP {response.status_code}", response.headers
-            )
+            raise BadAnswer(f"HTTP {status} answer is not a JSON object")
+        code = document.get("code")
+        message = _short(str(document.get("message") or document.get("msg") or ""))
+        if status >= 500 and not isinstance(code, int):
+            # Not the API's own envelope (an API gateway's timeout, a load balancer): whether
+            # the request reached the API is unknown.
+            raise BadAnswer(f"HTTP {status} from something in front of the API: {message}".strip())
+        if status >= 400:
+            _raise_for(status, message or f"HTTP {status}", response.headers)
         if isinstance(code, int) and code != 200:
             # An error sent as HTTP 200 with the code in the body: same meaning as the status.
             _raise_for(code, message or f"code {code}", response.headers)
-        if response.status_code == 429:  # pragma: no cover - handled above
-            raise RateLimited(429, message, None)
         self.limiter.on_success()
         return document
 
@@ -274,6 +305,10 @@ class RuxaClient:
         task_id = data.get("taskId") if isinstance(data, dict) else None
         if not isinstance(task_id, str) or not task_id:
             raise BadAnswer("the create answer has no data.taskId")
+        if not TASK_ID.fullmatch(task_id):
+            raise BadAnswer(
+                f"the create answer's task ID is not valid: {_short(repr(task_id), 60)}"
+            )
         return task_id
 
     async def query(
@@ -281,7 +316,8 @@ class RuxaClient:
     ) -> TaskInfo:
         """A task's current status. ``before_send`` runs just before the request leaves."""
         try:
-            document = await self._api("GET", QUERY_PATH + task_id, None, before_send)
+            path = QUERY_PATH + quote(task_id, safe="")
+            document = await self._api("GET", path, None, before_send)
         except RateLimited as exc:
             self.limiter.on_rate_limited(exc.retry_after)
             raise
@@ -292,21 +328,95 @@ class RuxaClient:
 
     async def download(self, url: str, dest: Path, *, max_bytes: int) -> Downloaded:
         """Stream ``url`` to ``dest`` through a temporary file; only PNG or JPEG is accepted."""
-        if not url.lower().startswith(("http://", "https://")):
-            raise DownloadRejected(f"result URL is not http(s): {_short(url, 80)}")
+        target = checked_result_url(url)
         dest.parent.mkdir(parents=True, exist_ok=True)
         partial = dest.with_name(f".{dest.name}.{os.getpid()}.part")
         async with self._slot() as http:
             self.requests += 1
             try:
                 with _transport_errors("a result file"):
-                    async with http.stream("GET", url) as response:
+                    async with (
+                        deadline(self.download_deadline, "the result file did not arrive in time"),
+                        http.stream("GET", target) as response,
+                    ):
                         size, digest = await _save(response, partial, max_bytes)
                 os.replace(partial, dest)
             finally:
                 if partial.exists():
                     partial.unlink()
         return Downloaded(dest, size, digest)
+
+
+@asynccontextmanager
+async def deadline(seconds: float, message: str) -> AsyncIterator[None]:
+    """Raise :class:`NoAnswer` when the block takes longer than ``seconds`` in all (httpx's
+    timeouts are per read: an answer that trickles in never trips them)."""
+    try:
+        if sys.version_info >= (3, 11):
+            async with asyncio.timeout(seconds):
+                yield
+        else:  # pragma: no cover - Python 3.10
+            task = asyncio.current_task()
+            assert task is not None
+            handle = asyncio.get_running_loop().call_later(seconds, task.cancel)
+            try:
+                yield
+            except asyncio.CancelledError:
+                if handle.when() <= asyncio.get_running_loop().time():
+                    raise TimeoutError from None
+                raise
+            finally:
+                handle.cancel()
+    except TimeoutError:
+        raise NoAnswer(f"{message} within {seconds:g} s") from None
+
+
+async def _read_capped(response: httpx.Response, limit: int) -> bytes:
+    """The decoded body of an API answer, refused past ``limit`` bytes."""
+    declared = response.headers.get("content-length", "")
+    if (
+        declared.isdigit()
+        and int(declared) > limit
+        and not response.headers.get("content-encoding")
+    ):
+        raise BadAnswer(f"the answer is {int(declared):,} bytes, over the {limit:,}-byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise BadAnswer(f"the answer is over the {limit:,}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a result file's address (None: it can)."""
+    if not url.lower().startswith(("http://", "https://")):
+        return "it is not http(s)"
+    if any(ord(ch) < 33 or ord(ch) == 127 for ch in url):
+        return "it contains white space or control characters"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises on a port that is not a number in range
+        host = parts.hostname
+        parsed = httpx.URL(url)
+        _ = parsed.host, parsed.port  # the host's IDNA form is decoded (and checked) lazily
+    except (ValueError, httpx.InvalidURL):
+        return "it is malformed"
+    if not host:
+        return "it has no host"
+    if port == 0:
+        return "it has port 0"
+    return None
+
+
+def checked_result_url(url: str) -> str:
+    """``url`` if a result file may be fetched from it, else :class:`DownloadRejected`."""
+    problem = url_problem(url)
+    if problem:
+        raise DownloadRejected(f"result URL {_short(repr(url), 80)} is unusable: {problem}")
+    return url
 
 
 async def _save(response: httpx.Response, partial: Path, max_bytes: int) -> tuple[int, str]:
@@ -348,35 +458,56 @@ def _transport_errors(peer: str) -> Iterator[None]:
         raise NotSent(f"could not connect to {peer}: {type(exc).__name__}") from None
     except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
         raise NoAnswer(f"no answer from {peer}: {type(exc).__name__}") from None
+    except httpx.DecodingError:
+        raise BadAnswer(
+            f"the answer from {peer} is damaged (its encoding does not decode)"
+        ) from None
 
 
 def parse_task(task_id: str, data: Mapping[str, Any]) -> TaskInfo:
-    """Read a query answer's ``data``; every field beyond taskId, state, resultJson is optional."""
+    """Read a query answer's ``data``; every field beyond taskId, state, resultJson is optional.
+
+    A task that reports success must come with usable result URLs, else
+    :class:`UnusableResult` says why.
+    """
     raw_state = str(data.get("state") or "")
     normalised = API_STATES.get(raw_state.lower(), TaskState.UNKNOWN)
     urls: tuple[str, ...] = ()
-    result_json = data.get("resultJson")
-    if isinstance(result_json, str) and result_json.strip():
-        try:
-            parsed = json.loads(result_json)
-        except json.JSONDecodeError:
-            raise BadAnswer("resultJson is not valid JSON") from None
-        found = parsed.get("resultUrls") if isinstance(parsed, dict) else None
-        if isinstance(found, list):
-            urls = tuple(str(url) for url in found if isinstance(url, str))
-    elif isinstance(result_json, dict):  # tolerate an object where the docs promise a string
-        found = result_json.get("resultUrls")
-        if isinstance(found, list):
-            urls = tuple(str(url) for url in found if isinstance(url, str))
-    if normalised == TaskState.SUCCESS and not urls:
-        raise BadAnswer("the task succeeded but its resultJson lists no resultUrls")
+    if normalised == TaskState.SUCCESS:
+        urls = _result_urls(data.get("resultJson"))
     fail_code = data.get("failCode")
     fail_msg = data.get("failMsg")
     return TaskInfo(
         task_id=task_id,
         state=normalised,
-        raw_state=raw_state,
+        raw_state=_short(raw_state, 40),
         result_urls=urls,
-        fail_code=None if fail_code in (None, "") else str(fail_code),
-        fail_msg=None if fail_msg in (None, "") else str(fail_msg),
+        fail_code=None if fail_code in (None, "") else _short(str(fail_code), 40),
+        fail_msg=None if fail_msg in (None, "") else _short(str(fail_msg)),
     )
+
+
+def _result_urls(result_json: Any) -> tuple[str, ...]:
+    """The result URLs of a succeeded task's ``resultJson`` (a JSON document in a string)."""
+    parsed: Any = result_json
+    if isinstance(result_json, str):
+        try:
+            parsed = json.loads(result_json)
+        except (ValueError, RecursionError):
+            raise UnusableResult(
+                "the task succeeded but its resultJson is not valid JSON"
+            ) from None
+    found = parsed.get("resultUrls") if isinstance(parsed, dict) else None
+    if not isinstance(found, list):
+        raise UnusableResult("the task succeeded but its resultJson has no resultUrls list")
+    if not found:
+        raise UnusableResult("the task succeeded but its resultJson lists no resultUrls")
+    for url in found:
+        if not isinstance(url, str):
+            raise UnusableResult("the task succeeded but a result URL is not a string")
+        problem = url_problem(url)
+        if problem:
+            raise UnusableResult(
+                f"the task succeeded but result URL {_short(repr(url), 80)} is unusable: {problem}"
+            )
+    return tuple(found)

@@ -36,6 +36,7 @@ from ruxa_batch.client import (
     RateLimited,
     RuxaClient,
     ServerError,
+    UnusableResult,
     UrlExpired,
     Withdrawn,
 )
@@ -47,9 +48,12 @@ from ruxa_batch.statuses import AttemptOutcome, JobStatus, StopReason, TaskState
 from ruxa_batch.timing import Timer
 
 # How many times in a row one request may fail on the network or with a 5xx before the job is
-# left for a later run; a task the API no longer knows (404) gets fewer.
+# left for a later run; a task the API no longer knows (404) gets fewer, but only after 404s
+# spread over at least NOT_FOUND_PATIENCE seconds (a task the API accepted is not given up on
+# a moment's inconsistency).
 TRANSIENT_TRIES = 6
 NOT_FOUND_TRIES = 3
+NOT_FOUND_PATIENCE = 60.0
 MAX_POLL_DELAY = 30.0
 POLL_GROWTH = 1.5
 CALLBACK_POLL_FACTOR = 4.0
@@ -77,8 +81,9 @@ QUERY = RetryPolicy(
         CreditsExhausted: TRANSIENT_TRIES,
     },
     free=(RateLimited,),
+    patience={NotFound: NOT_FOUND_PATIENCE},
 )
-DOWNLOAD = RetryPolicy(on={**_TRANSIENT, NoAnswer: TRANSIENT_TRIES})
+DOWNLOAD = RetryPolicy(on={**_TRANSIENT, **_AMBIGUOUS})
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,9 @@ class RunOutcome:
     stopped_by: StopReason | None = None
     not_submitted: int = 0
     unknown_states: set[str] = field(default_factory=set)
+    # Bugs met while driving a job: that job is left for a later run, the others go on, and
+    # the first one is reported once the results are written.
+    internal_errors: list[Exception] = field(default_factory=list)
 
 
 class Events:
@@ -129,6 +137,7 @@ class _Watched:
     state: TaskState | None
     urls: tuple[str, ...] = ()
     message: str = ""
+    gone: bool = False  # the API stopped knowing the task: it may still run and be billed
 
 
 class Engine:
@@ -229,7 +238,7 @@ class Engine:
             self.settle(job, decision)
             if decision.action not in IDLE:
                 work.append((job, decision))
-        tasks = [asyncio.ensure_future(self.drive(job, decision)) for job, decision in work]
+        tasks = [asyncio.ensure_future(self.guarded(job, decision)) for job, decision in work]
         try:
             await asyncio.gather(*tasks)
         except BaseException:
@@ -238,6 +247,15 @@ class Engine:
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
         return self.outcome
+
+    async def guarded(self, job: Job, decision: Decision) -> None:
+        """Drive one job; a bug met on the way costs that job, not the batch."""
+        try:
+            await self.drive(job, decision)
+        except Exception as exc:
+            self.outcome.internal_errors.append(exc)
+            status = JobStatus.PENDING if decision.creates_now else JobStatus.RUNNING
+            self.leave(job, status, f"internal error ({type(exc).__name__}); see the error report")
 
     def body(self, job: Job) -> dict[str, object]:
         """The create request body for ``job`` (the same bytes every time)."""
@@ -300,8 +318,14 @@ class Engine:
                 await self.fetch(job, task_id, watched.urls)
                 return
             if watched.state is None:
-                self.events.job_finished(job, JobStatus.RUNNING, watched.message)
+                if self.halted:
+                    self.events.job_finished(job, JobStatus.RUNNING, watched.message)
+                else:
+                    self.leave(job, JobStatus.RUNNING, watched.message)
                 return
+            if watched.gone:
+                # The API forgot the task, which may still be billed: a new one may pay twice.
+                self.store.flag_possible_duplicate(job.key)
             # The task failed or timed out: a new attempt, if any is left.
             if attempts >= self.options.decisions.max_attempts:
                 self.finish(job, JobStatus.FAILED, watched.message)
@@ -327,7 +351,7 @@ class Engine:
         except (Withdrawn, Halted):
             pass  # no more creates in this run: the job stays pending
         except GaveUp as exc:
-            self.leave(job, JobStatus.PENDING, describe(exc.last))
+            self.leave(job, JobStatus.PENDING, exc.reason or describe(exc.last))
             return None
         except CreditsExhausted as exc:
             if not self.stop_creating:
@@ -387,6 +411,13 @@ class Engine:
             self.record_failed_create(job, numbers[0], exc)
             raise
         self.in_flight -= 1
+        owner = self.store.task_owner(task_id)
+        if owner is not None:
+            # The API handed out a task ID that another job already has: this answer cannot be
+            # trusted, and a task may have been made for this job under an ID we never saw.
+            error = BadAnswer(f"the API answered with task ID {task_id}, which another job has")
+            self.record_failed_create(job, numbers[0], error)
+            raise error
         self.store.record_task(job.key, numbers[0], task_id)
         self.outcome.tasks_created += 1
         return task_id
@@ -435,12 +466,17 @@ class Engine:
             except AuthRejected:
                 self.halt(StopReason.AUTH)
                 continue
+            except UnusableResult as exc:
+                # A success we cannot use counts as a failed attempt, with the reason.
+                self.store.update_task(task_id, TaskState.FAIL, fail_msg=str(exc))
+                return _Watched(TaskState.FAIL, message=str(exc))
             except GaveUp as exc:
                 if isinstance(exc.last, NotFound):
                     message = "the API no longer knows this task (404)"
                     self.store.update_task(task_id, TaskState.FAIL, fail_msg=message)
-                    return _Watched(TaskState.FAIL, message=message)
-                return _Watched(None, message=f"status queries keep failing: {describe(exc.last)}")
+                    return _Watched(TaskState.FAIL, message=message, gone=True)
+                reason = exc.reason or f"status queries keep failing: {describe(exc.last)}"
+                return _Watched(None, message=reason)
             if info.state == TaskState.SUCCESS:
                 self.store.update_task(task_id, TaskState.SUCCESS, result_urls=info.result_urls)
                 return _Watched(TaskState.SUCCESS, info.result_urls)
@@ -518,7 +554,8 @@ class Engine:
                 self.finish(job, JobStatus.FAILED, str(exc))
                 return
             except GaveUp as exc:
-                self.leave(job, JobStatus.RUNNING, f"downloads keep failing: {describe(exc.last)}")
+                reason = exc.reason or f"downloads keep failing: {describe(exc.last)}"
+                self.leave(job, JobStatus.RUNNING, reason)
                 return
             names.append(dest.relative_to(root).as_posix())
             digests.append(done.sha256)
@@ -532,7 +569,7 @@ class Engine:
             info = await self.retrier.call(
                 self.query_policy, lambda: self.client.query(task_id, before_send=self.gate)
             )
-        except (Withdrawn, Halted, GaveUp):
+        except (Withdrawn, Halted, GaveUp, UnusableResult):
             return None
         except AuthRejected:
             self.halt(StopReason.AUTH)

@@ -6,6 +6,10 @@ import asyncio
 
 from ruxa_batch.timing import Timer
 
+# The longest pause one 429 imposes on every request; a longer Retry-After is the asking
+# request's problem alone (its retry policy gives it up).
+MAX_PAUSE = 60.0
+
 
 class RateLimiter:
     """At most ``rate`` requests per second, in FIFO order.
@@ -64,7 +68,8 @@ class RateLimiter:
         self._refill(now)
         self.rate = max(self.max_rate * 0.05, self.rate / 2)
         self.tokens = 0.0
-        self.paused_until = max(self.paused_until, now + (retry_after if retry_after else 1.0))
+        pause = min(retry_after, MAX_PAUSE) if retry_after else 1.0
+        self.paused_until = max(self.paused_until, now + pause)
 
     def on_success(self) -> None:
         """A request went through: creep back towards the configured rate."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from ruxa_batch.timing import Timer
@@ -23,6 +23,9 @@ from ruxa_batch.timing import Timer
 T = TypeVar("T")
 
 MAX_BACKOFF = 30.0
+# The longest Retry-After obeyed: a server asking for more gets the call given up (the job is
+# left for a later run with the reason), not every request of the run paused for a day.
+MAX_RETRY_AFTER = 600.0
 
 
 class Halted(Exception):
@@ -30,12 +33,14 @@ class Halted(Exception):
 
 
 class GaveUp(Exception):
-    """A retried call failed as many times in a row as its policy allows."""
+    """A retried call failed as many times in a row as its policy allows (or asked for a wait
+    longer than it allows)."""
 
-    def __init__(self, last: Exception, tries: int) -> None:
-        super().__init__(f"gave up after {tries} tries: {last}")
+    def __init__(self, last: Exception, tries: int, reason: str | None = None) -> None:
+        super().__init__(reason or f"gave up after {tries} tries: {last}")
         self.last = last
         self.tries = tries
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -43,8 +48,10 @@ class RetryPolicy:
     """What to retry and how.
 
     ``on`` maps each retried error class to the most tries in a row that may end in it (the first
-    matching class counts, so list subclasses before their bases); ``free`` errors are retried
-    without counting, waiting ``Retry-After`` (their ``retry_after`` attribute) if they carry one.
+    matching class counts, so list subclasses before their bases); ``patience`` may give a class
+    a minimum time, from its first occurrence, before it is given up even when its tries are
+    spent; ``free`` errors are retried without counting, waiting ``Retry-After`` (their
+    ``retry_after`` attribute) if they carry one, up to ``max_wait``.
     """
 
     on: Mapping[type[Exception], int]
@@ -52,6 +59,8 @@ class RetryPolicy:
     base: float = 1.0  # the first pause; each further failure doubles it
     cap: float = MAX_BACKOFF
     total: float | None = None  # seconds from the first try after which nothing is retried
+    patience: Mapping[type[Exception], float] = field(default_factory=dict)
+    max_wait: float = MAX_RETRY_AFTER
 
     def __post_init__(self) -> None:
         if not self.on and not self.free:
@@ -73,7 +82,7 @@ class RetryPolicy:
 
     def with_base(self, base: float) -> RetryPolicy:
         """The same policy with another first pause."""
-        return RetryPolicy(self.on, self.free, base, self.cap, self.total)
+        return replace(self, base=base)
 
 
 class Retrier:
@@ -98,6 +107,7 @@ class Retrier:
         started = self.timer.now()
         failures = 0
         counts: dict[type[Exception], int] = {}
+        first_seen: dict[type[Exception], float] = {}
         while True:
             if self.halted():
                 raise Halted
@@ -107,14 +117,23 @@ class Retrier:
                 retry_after = getattr(error, "retry_after", None)
                 pause = retry_after if retry_after is not None else policy.backoff(1, self.rng)
                 last: Exception = error
+                if pause > policy.max_wait:
+                    raise GaveUp(
+                        error,
+                        failures,
+                        f"the server asked to wait {pause:g} s (Retry-After), longer than the "
+                        f"{policy.max_wait:g} s allowed",
+                    ) from error
             except Exception as error:
                 rule = policy.rule(error)
                 if rule is None:
                     raise
                 kind, limit = rule
                 counts[kind] = counts.get(kind, 0) + 1
+                first_seen.setdefault(kind, self.timer.now())
                 failures += 1
-                if counts[kind] >= limit:
+                waited = self.timer.now() - first_seen[kind]
+                if counts[kind] >= limit and waited >= policy.patience.get(kind, 0.0):
                     raise GaveUp(error, failures) from error
                 pause = policy.backoff(failures, self.rng)
                 last = error

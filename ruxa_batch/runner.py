@@ -212,6 +212,9 @@ def _run_with_store(
         )
     if not flags.quiet:
         emit(_summary_lines(summary, paths, output_dir), sys.stdout)
+    if outcome.internal_errors:
+        # The other jobs went on and the results are written; now report the bug.
+        raise outcome.internal_errors[0]
     return _exit_code(outcome, summary)
 
 

@@ -477,6 +477,21 @@ class StateStore:
                     (urls, stamp, task_id),
                 )
 
+    def task_owner(self, task_id: str) -> str | None:
+        """The job a task ID is recorded for (None: not recorded)."""
+        row = self.conn.execute(
+            "SELECT job_key FROM tasks WHERE task_id = ?", (task_id,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def flag_possible_duplicate(self, key: str) -> None:
+        """Mark a job as one whose tasks may have been charged twice."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE jobs SET possible_duplicate = 1, updated_at = ? WHERE key = ?",
+                (now_iso(), key),
+            )
+
     def task_state(self, task_id: str) -> tuple[TaskState | None, tuple[str, ...]]:
         """A task's recorded state and result URLs (None: no such task recorded)."""
         row = self.conn.execute(
