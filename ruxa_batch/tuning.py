@@ -10,6 +10,7 @@ two names happening to match.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, get_type_hints
@@ -131,6 +132,23 @@ def flag_name(setting_field: dataclasses.Field[Any]) -> str:
     return "--" + setting_field.name.replace("_", "-")
 
 
+def finite_range(
+    low: float | None = None, high: float | None = None, *, min_open: bool = False
+) -> Any:
+    """A click float type with bounds that also refuses ``inf`` and ``nan`` (``nan`` passes
+    every comparison, and an infinite duration hangs a run)."""
+    import click
+
+    class FiniteRange(click.FloatRange):
+        def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+            number = super().convert(value, param, ctx)
+            if not math.isfinite(number):
+                self.fail(f"{value!r} is not a finite number.", param, ctx)
+            return number
+
+    return FiniteRange(low, high, min_open=min_open)
+
+
 def tuning_options(*, only: tuple[str, ...] | None = None) -> Callable[[F], F]:
     """Click options for the settings (all, or those named in ``only``); each defaults to None
     so that an absent flag lets the manifest's value through."""
@@ -151,7 +169,7 @@ def tuning_options(*, only: tuple[str, ...] | None = None) -> Callable[[F], F]:
                     None if low is None else int(low), None if high is None else int(high)
                 )
             else:
-                kind = click.FloatRange(low, high, min_open=spec.exclusive_minimum)
+                kind = finite_range(low, high, min_open=spec.exclusive_minimum)
             where = "run." + setting_field.name if spec.manifest else None
             default = setting_field.default
             shown = "none" if default is None else f"{default:g}"

@@ -67,3 +67,24 @@ def test_a_name_that_is_no_setting_is_refused_not_ignored() -> None:
         Tuning.resolve({}, {"concurency": 3})
     with pytest.raises(KeyError, match="retry_backoff"):
         Tuning.resolve({"retry_backoff": 3}, {})  # a flag-only setting is no manifest key
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--retry-backoff", "inf"),
+        ("--price-per-task", "nan"),
+        ("--max-download-mb", "1e999"),
+        ("--sandbox-latency", "inf"),
+    ],
+)
+def test_no_duration_or_price_flag_takes_a_non_finite_number(run, hermetic, flag, value) -> None:
+    (hermetic / "m.yaml").write_text(
+        "version: 1\njobs:\n  - id: a\n    prompt: p\n    images: [https://x.example/a.png]\n"
+    )
+    result = run(["ruxa-batch", "run", "m.yaml", "--sandbox", flag, value])
+    assert result.code == 2
+    assert result.err.splitlines()[-1] in (
+        f"Error: Invalid value for '{flag}': '{value}' is not a finite number.",
+        f"Error: Invalid value for '{flag}': {float(value)} is not a finite number.",
+    )

@@ -13,11 +13,12 @@ from typing import Any, TypeVar, overload
 import click
 
 from ruxa_batch.sandbox.config import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, SandboxConfig
+from ruxa_batch.tuning import finite_range
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_RATE = click.FloatRange(0.0, 1.0)
-_SECONDS = click.FloatRange(min=0.0)
+_RATE = finite_range(0.0, 1.0)
+_SECONDS = finite_range(0.0)
 _DEFAULT = SandboxConfig()
 
 # field -> (click type, None for an on/off flag; metavar; help); defaults come from SandboxConfig.
@@ -30,7 +31,7 @@ _FLAGS: dict[str, tuple[Any, str, str]] = {
     ),
     "latency": (_SECONDS, "S", "seconds added to every API and file request."),
     "rate_limit": (
-        click.FloatRange(min=0.0, min_open=True),
+        finite_range(0.0, min_open=True),
         "RPS",
         "creates+queries per second; more get 429 with Retry-After. [default: off]",
     ),
