@@ -26,7 +26,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from ruxa_batch.ratelimit import RateLimiter
+from ruxa_batch.ratelimit import Abandoned, RateLimiter
 from ruxa_batch.statuses import TaskState
 
 LANE_SIZE = 4
@@ -242,8 +242,13 @@ class RuxaClient:
         path: str,
         body: Any = None,
         before_send: Callable[[], None] | None = None,
+        abandon: Callable[[], bool] | None = None,
+        granted: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
-        await self.limiter.acquire()
+        try:
+            await self.limiter.acquire(abandon, granted)
+        except Abandoned:
+            raise Withdrawn from None
         async with self._slot() as http:
             # The last moment before the request leaves: the hook may withdraw it, and the
             # engine commits its write-ahead record here, not while the request still waits.
@@ -293,11 +298,18 @@ class RuxaClient:
         return document
 
     async def create(
-        self, body: Mapping[str, Any], *, before_send: Callable[[], None] | None = None
+        self,
+        body: Mapping[str, Any],
+        *,
+        before_send: Callable[[], None] | None = None,
+        abandon: Callable[[], bool] | None = None,
+        granted: Callable[[], None] | None = None,
     ) -> str:
-        """Create a task; returns its ID. ``before_send`` runs just before the request leaves."""
+        """Create a task; returns its ID. ``before_send`` runs just before the request leaves;
+        while it waits for its turn, ``abandon()`` turning true withdraws it; ``granted`` runs
+        when it gets its rate-limit token."""
         try:
-            document = await self._api("POST", CREATE_PATH, body, before_send)
+            document = await self._api("POST", CREATE_PATH, body, before_send, abandon, granted)
         except RateLimited as exc:
             self.limiter.on_rate_limited(exc.retry_after)
             raise

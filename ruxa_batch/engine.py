@@ -160,9 +160,11 @@ class Engine:
         self.events = events or Events()
         self.timer = timer if timer is not None else client.limiter.timer
         self.outcome = RunOutcome()
-        self.stop_creating = False  # 402 or the cap: no more creates, but finish what is running
+        self.stop_creating = False  # 402 or a halt: no more creates, but finish what is running
         self.halted = False  # 401 or Ctrl-C: no more requests of any kind
         self.in_flight = 0  # creates sent and not answered yet
+        self.holding = 0  # creates that hold a rate-limit token and wait for a connection
+        self.capped = False  # the --max-tasks cap stopped a create
         self._records: dict[str, JobRecord] = {}
         self.retrier = Retrier(
             timer=self.timer,
@@ -356,8 +358,7 @@ class Engine:
         except CreditsExhausted as exc:
             if not self.stop_creating:
                 self.events.warn(f"the API reports insufficient credits (402): {exc.message}")
-            self.stop_creating = True
-            self.outcome.stopped_by = self.outcome.stopped_by or StopReason.CREDITS
+            self.stop_creates(StopReason.CREDITS)
         except AuthRejected:
             self.halt(StopReason.AUTH)
         except InvalidRequest as exc:
@@ -384,25 +385,41 @@ class Engine:
 
     async def create_once(self, job: Job) -> str:
         """One create request, recorded: write-ahead before it leaves, its outcome after."""
-        if self.stop_creating:
+        if self.cannot_create():
+            self.note_cap()
             raise Withdrawn
         numbers: list[int] = []
+        holds = [False]
+
+        def granted() -> None:
+            # A token is a place under the cap: counted, so that creates further back in the
+            # queue leave without one when the cap is reached.
+            holds[0] = True
+            self.holding += 1
 
         def intend() -> None:
             # Every create passes here, at the last moment before it leaves: the cap is
             # checked and the write-ahead record committed (a create still waiting for a
             # token or a connection is neither counted nor ambiguous if we die).
-            if not self.stop_creating and not self.within_cap():
-                self.stop_creating = True
-                self.outcome.stopped_by = self.outcome.stopped_by or StopReason.MAX_TASKS
-            if self.stop_creating:
+            holds[0] = False
+            self.holding -= 1
+            if self.cannot_create():
+                self.note_cap()
                 raise Withdrawn
             numbers.append(self.store.begin_attempt(job.key))
             self.in_flight += 1
 
         try:
-            task_id = await self.client.create(self.body(job), before_send=intend)
+            try:
+                task_id = await self.client.create(
+                    self.body(job), before_send=intend, abandon=self.cannot_create, granted=granted
+                )
+            finally:
+                if holds[0]:  # left between its token and its connection (cancelled)
+                    holds[0] = False
+                    self.holding -= 1
         except Withdrawn:
+            self.note_cap()
             raise
         except Exception as exc:
             if not numbers:
@@ -422,12 +439,36 @@ class Engine:
         self.outcome.tasks_created += 1
         return task_id
 
+    def cannot_create(self) -> bool:
+        """Whether a queued create may no longer be sent: creating stopped, or the creates
+        sent and holding tokens already reach the cap (``abandon`` hook of queued creates)."""
+        return self.stop_creating or not self.within_cap()
+
+    def note_cap(self) -> None:
+        """When the cap is what stops a create, say so once and clear the queue of creates."""
+        if not self.stop_creating and not self.within_cap() and not self.capped:
+            self.capped = True
+            self.outcome.stopped_by = self.outcome.stopped_by or StopReason.MAX_TASKS
+            self.client.limiter.sweep()
+
+    def stop_creates(self, reason: StopReason) -> None:
+        """No more creates in this run (402 or the cap); running tasks are still followed.
+
+        Creates queued for a rate-limit token leave the queue at once, without a token, so
+        the status queries behind them are not held up.
+        """
+        self.stop_creating = True
+        self.outcome.stopped_by = self.outcome.stopped_by or reason
+        self.client.limiter.sweep()
+
     def within_cap(self) -> bool:
         """Whether one more create stays within --max-tasks (lost answers count as tasks)."""
         cap = self.options.max_tasks
         if cap is None:
             return True
-        used = self.outcome.tasks_created + self.outcome.possible_tasks + self.in_flight
+        used = (
+            self.outcome.tasks_created + self.outcome.possible_tasks + self.in_flight + self.holding
+        )
         return used < cap
 
     def record_failed_create(self, job: Job, attempt: int, exc: Exception) -> None:

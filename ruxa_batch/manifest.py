@@ -11,6 +11,8 @@ expansion and identity (:mod:`ruxa_batch.manifest_expand`) and output names
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,18 @@ def _build(path: Path, *, max_jobs: int) -> tuple[Manifest | None, list[Problem]
     return manifest, ordered(log.problems)
 
 
+def _non_finite(value: Any, where: PathKey) -> Iterator[PathKey]:
+    """Paths of the infinite and not-a-number values in a document."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield where
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _non_finite(item, (*where, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _non_finite(item, (*where, index))
+
+
 def _build_document(path: Path, log: ProblemLog, *, max_jobs: int) -> Manifest | None:
     doc = log.doc
     if not isinstance(doc.data, dict):
@@ -65,6 +79,11 @@ def _build_document(path: Path, log: ProblemLog, *, max_jobs: int) -> Manifest |
     schema_problems, broken = check_document(doc)
     log.extend(schema_problems)
     data: dict[str, Any] = doc.data
+    for where in _non_finite(data, ()):
+        # .inf, .nan and 1e999 pass the schema's range checks (nan compares false) and would
+        # hang or break a run: no value of a manifest may be one.
+        log.add(where, "must be a finite number, not .inf or .nan")
+        broken.add(where)
     if any(_under(b, (k,)) for b in broken for k in _SHARED_KEYS) or not isinstance(
         data.get("jobs"), list
     ):

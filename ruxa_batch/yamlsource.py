@@ -402,14 +402,6 @@ class _Builder:
         frame.key, frame.key_is_merge = None, False
 
     def scalar_value(self, event: Any, path: PathKey) -> Any:
-        result = self._scalar(event, path)
-        if isinstance(result, float) and not math.isfinite(result):
-            # .inf, .nan and 1e999 would pass every range check of the schema (nan compares
-            # false) and hang or break a run: no setting of a manifest takes them.
-            raise self.fail(event, f"{event.value!r} is not a finite number", path)
-        return result
-
-    def _scalar(self, event: Any, path: PathKey) -> Any:
         value: str = event.value
         tag = event.tag
         if tag is None or tag == "!":

@@ -36,7 +36,8 @@ EXPECTED: dict[str, list[str]] = {
     "latin1.yaml": ["latin1.yaml:3:1: $: file is not valid UTF-8 text (byte 0xe9)"],
     "empty.yaml": ["empty.yaml:1:1: $: the file is empty; expected a manifest"],
     "non_finite_number.yaml": [
-        "non_finite_number.yaml:3:18: $.run.poll_interval: '.nan' is not a finite number"
+        "non_finite_number.yaml:3:18: $.run.poll_interval: must be a finite number, "
+        "not .inf or .nan"
     ],
     "two_documents.yaml": [
         "two_documents.yaml:6:1: $: expected one YAML document, found more than one"

@@ -33,7 +33,13 @@ def manifest_of(folder: Path, count: int) -> Path:
 
 
 def run_engine(
-    folder: Path, server: Any, count: int, timer: ManualTimer, **options: Any
+    folder: Path,
+    server: Any,
+    count: int,
+    timer: ManualTimer,
+    *,
+    limiter: RateLimiter | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """Run ``count`` jobs against ``server`` on ``timer``; the job records afterwards."""
     manifest = load_manifest(manifest_of(folder, count))
@@ -48,9 +54,11 @@ def run_engine(
     }
 
     async def main() -> None:
-        limiter = RateLimiter(1000, timer=timer)
         client = RuxaClient(
-            base_url=server.base_url, api_key=server.api_key, concurrency=4, limiter=limiter
+            base_url=server.base_url,
+            api_key=server.api_key,
+            concurrency=4,
+            limiter=limiter or RateLimiter(1000, timer=timer),
         )
         async with client:
             await Engine(manifest, store, client, EngineOptions(**settings), timer=timer).run()
@@ -108,3 +116,23 @@ def test_server_errors_back_off_exponentially_then_leave_the_job_for_later(
     assert len(pauses) == 5
     for pause, ceiling in zip(pauses, (2, 4, 8, 16, 30), strict=True):
         assert ceiling / 2 <= pause <= ceiling
+
+
+def test_creates_that_can_no_longer_be_sent_leave_without_a_token(
+    hermetic: Path, sandbox_factory: SandboxFactory
+) -> None:
+    """120 jobs capped at 10 tasks, 5 requests/s: the 110 that will not be sent must not each
+    wait for a token (they held a run for 26 s, and the status queries behind them)."""
+    server = sandbox_factory(generation_time=0.0)
+    timer = ManualTimer()
+    limiter = RateLimiter(5, timer=timer)
+    records = run_engine(
+        hermetic, server, 120, timer, limiter=limiter, poll_interval=0.2, max_tasks=10
+    )
+    statuses = [r.status for r in records.values()]
+    assert statuses.count(JobStatus.SUCCEEDED) == 10
+    assert statuses.count(JobStatus.PENDING) == 110
+    counters = server.counters()
+    sent = counters["creates"] + counters["queries"]
+    assert limiter.granted == sent  # no token went to a request that was never sent
+    assert timer.now() - 1000.0 < sent / 5 + 2  # the run lasts as long as what it sends
