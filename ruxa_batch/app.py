@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ruxa_batch.errors import EXIT_INVALID, EXIT_OK, UsageError, emit
+from ruxa_batch.errors import EXIT_INVALID, EXIT_JOBS_FAILED, EXIT_OK, UsageError, emit
 from ruxa_batch.jobs import Manifest, display_path
 from ruxa_batch.manifest import check_manifest, load_manifest
+from ruxa_batch.pictures import FileCheck, check_file, pictures_of
 from ruxa_batch.plan import make_plan, render
 from ruxa_batch.report import REPORT_FILENAME, write_report
 from ruxa_batch.results import build_table, to_csv, to_json, write_atomic
@@ -26,6 +28,7 @@ from ruxa_batch.settings import (
     RunFlags,
     StatusSettings,
     ValidateSettings,
+    VerifySettings,
 )
 from ruxa_batch.state import JobRecord, StateStore, output_dir_for, state_path_for
 from ruxa_batch.statuses import JobStatus
@@ -171,6 +174,54 @@ def results(settings: ResultsSettings) -> int:
         raise UsageError(f"cannot write {settings.output}: {reason}") from None
     emit([f"wrote {settings.output}"], sys.stdout)
     return EXIT_OK
+
+
+def verify(settings: VerifySettings) -> int:
+    """Re-hash every succeeded job's pictures against the state file; 0 when all match.
+
+    Lists each missing or changed file with its job, then exits 1. No network.
+    """
+    manifest = load_manifest(settings.path, max_jobs=settings.max_jobs)
+    output_dir = output_dir_for(manifest.output.dir, sandbox=settings.sandbox)
+    path = state_path_for(output_dir, settings.state)
+    if not path.is_file():
+        hint = "" if settings.sandbox else " (sandbox runs keep theirs apart: add --sandbox)"
+        raise UsageError(f"no state file at {display_path(path)}: nothing to verify{hint}")
+    records = _records(manifest, settings.state, sandbox=settings.sandbox)
+    lines: list[str] = []
+    found: Counter[FileCheck] = Counter()
+    jobs = 0
+    for job in manifest.jobs:
+        record = records.get(job.key)
+        if record is None or record.status != JobStatus.SUCCEEDED:
+            continue
+        jobs += 1
+        for picture in pictures_of(record):
+            file = output_dir / picture.name
+            result = check_file(file, picture.sha256, picture.size)
+            found[result] += 1
+            if result != FileCheck.OK:
+                variant = f" variant {job.variant}" if job.variants > 1 else ""
+                lines.append(f"{result}: {display_path(file)} (job {job.id!r}{variant})")
+    emit(lines, sys.stdout)
+    checked = sum(found.values())
+    if not lines:
+        emit(
+            [
+                f"{manifest.name}: {plural(checked, 'picture')} of "
+                f"{plural(jobs, 'succeeded job')} checked, all as downloaded"
+            ],
+            sys.stdout,
+        )
+        return EXIT_OK
+    emit(
+        [
+            f"not as downloaded: {len(lines):,} of {plural(checked, 'picture')} "
+            f"({found[FileCheck.MISSING]:,} missing, {found[FileCheck.CHANGED]:,} changed); "
+            "`ruxa-batch run` downloads them again from the recorded result URLs"
+        ]
+    )
+    return EXIT_JOBS_FAILED
 
 
 def print_schema() -> int:

@@ -307,6 +307,29 @@ def results(
 
 
 @cli.command()
+@click.argument("manifest", type=click.Path(path_type=Path))
+@_state_option
+@_sandbox_state_option
+@_max_jobs_option
+def verify(manifest: Path, state: Path | None, sandbox: bool, max_jobs: int) -> int:
+    """Check that every succeeded job's pictures are still the ones downloaded for it.
+
+    Re-hashes each file against the sha256 in the state file and lists every missing or
+    changed file with its job. Exit status 0 when all match, 1 otherwise. No network.
+
+    \b
+    Example:
+      ruxa-batch verify manifests/example.yaml
+    """
+    from ruxa_batch import app
+    from ruxa_batch.settings import VerifySettings
+
+    return app.verify(
+        VerifySettings(path=manifest, state=state, max_jobs=max_jobs, sandbox=sandbox)
+    )
+
+
+@cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8787, show_default=True)
 @click.option(

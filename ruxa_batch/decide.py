@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from ruxa_batch.jobs import Manifest
+from ruxa_batch.pictures import holds, pictures_of
 from ruxa_batch.state import JobRecord
 from ruxa_batch.statuses import JobStatus, TaskState
 
@@ -25,7 +27,7 @@ class Action(str, Enum):
     RESUBMIT = "resubmit"  # a create's answer was lost: create again (flagged possible duplicate)
     RETRY = "retry"  # failed or uncertain, and a --retry-... flag asks for a fresh start
     POLL = "running"  # a task exists: watch it (a new one only if it fails)
-    DOWNLOAD = "download"  # succeeded, but its pictures are missing on disk: fetch them again
+    DOWNLOAD = "download"  # succeeded, but pictures missing, changed or misnamed: put them back
     DONE = "done"  # succeeded, pictures present: nothing to do
     KEEP_FAILED = "failed"  # failed; left alone without --retry-failed
     KEEP_UNCERTAIN = "uncertain"  # its create may have made a task; left alone (--at-most-once)
@@ -165,11 +167,26 @@ def money(amount: float) -> str:
     return f"{amount:,.2f}" if amount != int(amount) else f"{int(amount):,}"
 
 
-def pictures_on_disk(output_dir: Path) -> Callable[[JobRecord], bool]:
-    """Whether a succeeded job's pictures are all in ``output_dir`` (none recorded: no)."""
+def pictures_on_disk(output_dir: Path, manifest: Manifest) -> Callable[[JobRecord], bool]:
+    """Whether a succeeded job's pictures are all in ``output_dir`` under the names the manifest
+    gives the job now, each with the bytes recorded at download (none recorded: no).
+
+    That a file exists is not enough: after a prompt was edited and reverted, or a job renamed
+    and its id given to a new job, the name may hold another job's picture. A renamed job's
+    pictures are under its old names: not in place either (the engine moves them).
+    """
+    jobs = {job.key: job for job in manifest.jobs}
 
     def present(record: JobRecord) -> bool:
-        return bool(record.files) and all((output_dir / name).is_file() for name in record.files)
+        pictures = pictures_of(record)
+        if not pictures:
+            return False
+        job = jobs.get(record.key)
+        if job is not None and any(
+            picture.name != manifest.output_name(job, n) for n, picture in enumerate(pictures, 1)
+        ):
+            return False
+        return all(holds(output_dir / picture.name, picture) for picture in pictures)
 
     return present
 

@@ -42,6 +42,7 @@ from ruxa_batch.client import (
 )
 from ruxa_batch.decide import IDLE, Action, Decision, Options, decide_all, pictures_on_disk
 from ruxa_batch.jobs import Job, Manifest
+from ruxa_batch.pictures import Ledger, Picture
 from ruxa_batch.retry import GaveUp, Halted, Retrier, RetryPolicy
 from ruxa_batch.state import JobRecord, StateStore
 from ruxa_batch.statuses import AttemptOutcome, JobStatus, StopReason, TaskState
@@ -166,6 +167,7 @@ class Engine:
         self.holding = 0  # creates that hold a rate-limit token and wait for a connection
         self.capped = False  # the --max-tasks cap stopped a create
         self._records: dict[str, JobRecord] = {}
+        self._ledger: Ledger | None = None
         self.retrier = Retrier(
             timer=self.timer,
             sleep=self.pause,
@@ -187,7 +189,7 @@ class Engine:
             (job.key for job in self.manifest.jobs),
             records,
             self.options.decisions,
-            files_present=pictures_on_disk(self.options.output_dir),
+            files_present=pictures_on_disk(self.options.output_dir, self.manifest),
         )
 
     def settle(self, job: Job, decision: Decision) -> None:
@@ -549,15 +551,32 @@ class Engine:
 
     # -- downloading the pictures ---------------------------------------------------------------
 
+    def ledger(self) -> Ledger:
+        """Which identity each output file belongs to (made when the first picture is fetched)."""
+        if self._ledger is None:
+            self._ledger = Ledger(
+                self.options.output_dir.resolve(), self.manifest, self._records, self.store
+            )
+        return self._ledger
+
     async def fetch(self, job: Job, task_id: str | None, urls: Sequence[str]) -> None:
-        """Download every output of a succeeded task, then record the job as succeeded."""
+        """Put every output of a succeeded task in place, then record the job as succeeded.
+
+        Each output goes under the job's name now. A copy of it already on disk (the job was
+        renamed, or its picture had to make way for another job's) is moved there; otherwise it
+        is downloaded. Another identity's picture under that name is first moved to a name of
+        its own (:meth:`Ledger.make_room`): it is never overwritten.
+        """
         if not self.options.decisions.download:
             self.store.record_files(job.key, [], [])
             self.events.job_finished(job, JobStatus.SUCCEEDED, None)
             return
         root = self.options.output_dir.resolve()
-        names: list[str] = []
-        digests: list[str] = []
+        ledger = self.ledger()
+        record = self._records.get(job.key)
+        # Recorded pictures are reused only when they are this task's, never for a new task.
+        reuse = record is not None and task_id is not None and record.task_id == task_id
+        kept: list[Picture] = []
         refreshed = False
         index = 0
         urls = list(urls)
@@ -569,6 +588,19 @@ class Engine:
                     job, JobStatus.FAILED, f"output name {name!r} would leave the output folder"
                 )
                 return
+            relative = dest.relative_to(root).as_posix()
+            own = ledger.own_copy(job, index, relative) if reuse else None
+            if own is None or own.name != relative:
+                conflict = ledger.make_room(job, relative)
+                if conflict is not None:
+                    self.leave(job, JobStatus.RUNNING, conflict)
+                    return
+            if own is not None:
+                if own.name != relative:
+                    ledger.move(job.key, own.name, relative)
+                kept.append(Picture(relative, own.sha256, own.size))
+                index += 1
+                continue
             url = urls[index]
             try:
                 done = await self.retrier.call(
@@ -598,10 +630,16 @@ class Engine:
                 reason = exc.reason or f"downloads keep failing: {describe(exc.last)}"
                 self.leave(job, JobStatus.RUNNING, reason)
                 return
-            names.append(dest.relative_to(root).as_posix())
-            digests.append(done.sha256)
+            kept.append(Picture(relative, done.sha256, done.size))
             index += 1
-        self.store.record_files(job.key, names, digests)
+        sizes = [picture.size for picture in kept if picture.size is not None]
+        self.store.record_files(
+            job.key,
+            [picture.name for picture in kept],
+            [picture.sha256 for picture in kept],
+            sizes if len(sizes) == len(kept) else (),
+        )
+        ledger.recorded(job.key, kept)
         self.events.job_finished(job, JobStatus.SUCCEEDED, None)
 
     async def fresh_urls(self, task_id: str) -> list[str] | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,9 +126,36 @@ def render_filename(template: str, job: Job, n: int) -> str:
     values = {"id": job.id, "variant": str(job.variant), "n": str(n), "ext": job.ext}
     name = parsed.render(values)
     if n > 1 and "n" not in parsed.names:
-        stem, dot, ext = name.rpartition(".")
-        name = f"{stem}-{n}.{ext}" if dot and "/" not in ext else f"{name}-{n}"
+        name = _suffixed(name, n)
     return name
+
+
+def _suffixed(name: str, n: int) -> str:
+    """Output ``n``'s name under a template without ``{n}``: ``a.png`` -> ``a-2.png``."""
+    stem, dot, ext = name.rpartition(".")
+    return f"{stem}-{n}.{ext}" if dot and "/" not in ext else f"{name}-{n}"
+
+
+_SUFFIX = re.compile(r"-([1-9][0-9]*)$")
+
+
+def unsuffixed(name: str) -> tuple[str, int] | None:
+    """The name and output number (2 or more) that the ``-2``, ``-3``... rule of a template
+    without ``{n}`` turns into ``name``; None when ``name`` cannot be such a suffixed name.
+
+    ``a-2.png`` -> (``a.png``, 2): output 2 of the job whose first output is ``a.png``.
+    """
+    stem, dot, ext = name.rpartition(".")
+    # The number sits before the extension, or at the very end when there is none.
+    splits = [(stem, f".{ext}"), (name, "")] if dot else [(name, "")]
+    for head, tail in splits:
+        match = _SUFFIX.search(head)
+        if match is None or int(match.group(1)) < 2:
+            continue
+        base, n = head[: match.start()] + tail, int(match.group(1))
+        if _suffixed(base, n) == name:
+            return base, n
+    return None
 
 
 def display_path(path: Path) -> str:

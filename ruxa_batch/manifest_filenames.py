@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ruxa_batch.jobs import FILENAME_PLACEHOLDERS, Job, OutputSpec, render_filename
+from ruxa_batch.jobs import FILENAME_PLACEHOLDERS, Job, OutputSpec, render_filename, unsuffixed
 from ruxa_batch.manifest_problems import ProblemLog
 from ruxa_batch.suggest import close_matches, did_you_mean
 from ruxa_batch.template import TemplateError, parse_template
@@ -91,6 +91,37 @@ def check_filenames(
             )
             continue
         taken[folded] = job
+    if output.filename is not None and "n" not in parse_template(output.filename).names:
+        _suffix_collisions(taken, output.filename, log=log)
+
+
+def _suffix_collisions(taken: Mapping[str, Job], template: str, *, log: ProblemLog) -> None:
+    """Report a job's first output named like another job's output 2, 3...
+
+    A template without {n} names a task's second and later pictures with -2, -3... before the
+    extension (see render_filename), so job 'a-2' and output 2 of job 'a' would share a file.
+    The check inverts that rule, so it holds for any number of pictures per task. (Templates
+    with {n}, the defaults among them, get no suffix.)
+    """
+    suggestion = (
+        template.removesuffix(".{ext}") + "-{n}.{ext}"
+        if template.endswith(".{ext}")
+        else "{id}-{n}.{ext}"
+    )
+    for folded, job in taken.items():
+        source = unsuffixed(folded)
+        if source is None or source[0] not in taken:
+            continue
+        other, n = taken[source[0]], source[1]
+        name = render_filename(template, job, 1)
+        log.add_repeated(
+            _WHERE,
+            "same file name",
+            f"output.filename gives output {n} of {_job_name(other)} and output 1 of "
+            f"{_job_name(job)} the same file name {name!r} (without {{n}}, a task's second "
+            f"and later pictures get -2, -3... before the extension); put {{n}} in it, "
+            f'e.g. "{suggestion}", or rename one of the jobs',
+        )
 
 
 def _default_collision(job: Job, other: Job, name: str, *, where: PathKey, log: ProblemLog) -> None:

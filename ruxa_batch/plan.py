@@ -77,7 +77,7 @@ def make_plan(
         (job.key for job in manifest.jobs),
         known,
         options,
-        files_present=pictures_on_disk(output_dir),
+        files_present=pictures_on_disk(output_dir, manifest),
     )
     items = tuple(PlannedJob(job, decisions[job.key]) for job in manifest.jobs)
     keys = {job.key for job in manifest.jobs}

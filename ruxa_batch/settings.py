@@ -95,3 +95,13 @@ class ReportSettings:
     state: Path | None = None
     max_jobs: int = DEFAULT_MAX_JOBS
     sandbox: bool = False
+
+
+@dataclass(frozen=True)
+class VerifySettings:
+    """``ruxa-batch verify``."""
+
+    path: Path
+    state: Path | None = None
+    max_jobs: int = DEFAULT_MAX_JOBS
+    sandbox: bool = False

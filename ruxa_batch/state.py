@@ -86,6 +86,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX jobs_by_task ON jobs(task_id);
     """,
+    # 3: each picture's size beside its sha256, so a changed file is often found without reading it
+    """
+    ALTER TABLE jobs ADD COLUMN sizes TEXT NOT NULL DEFAULT '[]';
+    """,
 )
 
 
@@ -146,6 +150,7 @@ class JobRecord:
     finished_at: str | None
     open_attempt: int | None  # an attempt still "sending": the create's fate is unknown
     task_state: TaskState | None = None  # the recorded state of the job's latest task
+    sizes: tuple[int, ...] = ()  # bytes of each file; empty in files written before migration 3
 
 
 class _Lock:
@@ -338,6 +343,8 @@ class StateStore:
                 (AttemptOutcome.SENDING,),
             )
         }
+        # A file of an older version opened read-only has not been migrated: no sizes column.
+        has_sizes = self.schema_version() >= 3
         records = {}
         for row in self.conn.execute(
             "SELECT jobs.*, tasks.state AS task_state FROM jobs "
@@ -359,6 +366,7 @@ class StateStore:
                 finished_at=row["finished_at"],
                 open_attempt=open_attempts.get(row["key"]),
                 task_state=_task_state(row["task_state"]),
+                sizes=tuple(json.loads(row["sizes"])) if has_sizes else (),
             )
         return records
 
@@ -501,21 +509,40 @@ class StateStore:
             return (None, ())
         return (_task_state(row["state"]), tuple(json.loads(row["result_urls"])))
 
-    def record_files(self, key: str, files: Sequence[str], digests: Sequence[str]) -> None:
+    def record_files(
+        self,
+        key: str,
+        files: Sequence[str],
+        digests: Sequence[str],
+        sizes: Sequence[int] = (),
+    ) -> None:
         """The job's pictures are on disk: it has succeeded."""
         stamp = now_iso()
         with self.transaction() as conn:
             conn.execute(
-                "UPDATE jobs SET status = ?, files = ?, sha256 = ?, error = NULL, "
+                "UPDATE jobs SET status = ?, files = ?, sha256 = ?, sizes = ?, error = NULL, "
                 "finished_at = ?, updated_at = ? WHERE key = ?",
                 (
                     JobStatus.SUCCEEDED,
                     json.dumps(list(files)),
                     json.dumps(list(digests)),
+                    json.dumps(list(sizes)),
                     stamp,
                     stamp,
                     key,
                 ),
+            )
+
+    def rename_file(self, key: str, old: str, new: str) -> None:
+        """One of the job's pictures was moved from ``old`` to ``new`` (same bytes)."""
+        with self.transaction() as conn:
+            row = conn.execute("SELECT files FROM jobs WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                return
+            files = [new if name == old else name for name in json.loads(row["files"])]
+            conn.execute(
+                "UPDATE jobs SET files = ?, updated_at = ? WHERE key = ?",
+                (json.dumps(files), now_iso(), key),
             )
 
     def tasks_created_this_run(self) -> int:

@@ -6,6 +6,7 @@ else with a brace is an error, so a typo such as ``{sku`` is caught instead of s
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -49,8 +50,12 @@ class Template:
         return "".join(out)
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_template(source: str) -> Template:
-    """Parse ``source``; raises :class:`TemplateError` for unbalanced or malformed braces."""
+    """Parse ``source``; raises :class:`TemplateError` for unbalanced or malformed braces.
+
+    Cached: file name templates are rendered once per job and output, also on every resume.
+    """
     parts: list[tuple[bool, str]] = []
     literal: list[str] = []
     position = 0

@@ -107,6 +107,12 @@ EXPECTED: dict[str, list[str]] = {
         "variant 1 and job 'mug-pixel' variant 2 the same file name 'mug-pixel-1.png'; "
         'add {variant}, e.g. "{id}-v{variant}-{n}.{ext}"'
     ],
+    "suffix_collision.yaml": [
+        "suffix_collision.yaml:3:13: $.output.filename: output.filename gives output 2 of job "
+        "'mug' and output 1 of job 'mug-2' the same file name 'mug-2.png' (without {n}, a task's "
+        "second and later pictures get -2, -3... before the extension); put {n} in it, "
+        'e.g. "{id}-{n}.{ext}", or rename one of the jobs'
+    ],
     "secret_key.yaml": [
         "secret_key.yaml:2:1: $.api_key: 'api_key' looks like a secret; the API key belongs in "
         "the RUXA_API_KEY environment variable, never in a file that goes into git"

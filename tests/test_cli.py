@@ -150,7 +150,18 @@ def test_init_default_path_and_missing_folder(run, hermetic: Path) -> None:
 
 @pytest.mark.parametrize(
     "command",
-    ["validate", "plan", "run", "status", "results", "report", "sandbox", "schema", "init"],
+    [
+        "validate",
+        "plan",
+        "run",
+        "status",
+        "results",
+        "verify",
+        "report",
+        "sandbox",
+        "schema",
+        "init",
+    ],
 )
 def test_every_command_has_help_with_an_example(run, command: str) -> None:
     result = run(["ruxa-batch", command, "--help"])

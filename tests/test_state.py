@@ -33,6 +33,36 @@ def test_an_old_state_file_is_migrated(tmp_path: Path) -> None:
         assert store.schema_version() == len(MIGRATIONS)
 
 
+def test_sizes_are_kept_and_a_moved_picture_is_recorded(tmp_path: Path) -> None:
+    with StateStore(tmp_path / "s.sqlite") as store:
+        store.ensure_jobs([("k1", "a", 1, "{}")])
+        store.record_files("k1", ["a-1.png", "a-2.png"], ["0" * 64, "1" * 64], [10, 20])
+        store.rename_file("k1", "a-1.png", "b-1.png")
+        record = store.job_records()["k1"]
+    assert (record.files, record.sizes) == (("b-1.png", "a-2.png"), (10, 20))
+
+
+def test_a_state_file_without_sizes_is_read_without_migrating(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
+        for version, script in enumerate(MIGRATIONS[:2], start=1):
+            for statement in script.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute("INSERT INTO schema_migrations VALUES (?, 'then')", (version,))
+        db.execute(
+            "INSERT INTO jobs (key, id, variant, request, status, files, sha256, updated_at) "
+            "VALUES ('k1', 'a', 1, '{}', ?, '[\"a-1.png\"]', ?, 'then')",
+            (JobStatus.SUCCEEDED, f'["{"0" * 64}"]'),
+        )
+    with StateStore(path, readonly=True) as store:
+        record = store.job_records()["k1"]
+    assert (record.files, record.sizes) == (("a-1.png",), ())
+
+
 def test_a_newer_state_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
     StateStore(path).close()
@@ -56,7 +86,8 @@ def test_every_query_uses_an_index(tmp_path: Path) -> None:
     attempt = store.begin_attempt("k1")
     store.record_task("k1", attempt, "task-1")
     store.update_task("task-1", TaskState.SUCCESS, result_urls=["https://x/1.png"])
-    store.record_files("k1", ["a.png"], ["0" * 64])
+    store.record_files("k1", ["a.png"], ["0" * 64], [123])
+    store.rename_file("k1", "a.png", "b.png")
     store.close_attempt("k2", store.begin_attempt("k2"), AttemptOutcome.AMBIGUOUS, "dropped")
     store.set_status("k2", JobStatus.PENDING)
     store.conn.set_trace_callback(None)
