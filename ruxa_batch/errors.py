@@ -7,6 +7,7 @@ traceback; anything else is a bug, so its traceback goes to a log file whose pat
 
 from __future__ import annotations
 
+import re
 import sys
 import tempfile
 import traceback
@@ -82,11 +83,34 @@ def emit(lines: Sequence[str], stream: TextIO | None = None) -> None:
         pass
 
 
+# What a secret looks like in a traceback: an Authorization header's value (the key checks in
+# the runner keep it out of headers, but a log file outlives any one check), a bearer token, a
+# Ruxa key anywhere. The value runs to the end of a quoted string or a line.
+_SECRETS = re.compile(
+    r"""(?ix)
+    (?P<header> authorization ['"]? \s* [:=,] \s* ['"]? (?:bearer\s+)? ) [^'"\r\n]+
+    | (?P<bearer> \bbearer\s+ ) [^\s'"]+
+    | (?P<key> ) \bsk-[A-Za-z0-9_\-]{4,}
+    """
+)
+
+
+def scrub_secrets(text: str) -> str:
+    """``text`` with header values, bearer tokens and anything shaped like a key replaced."""
+
+    def hide(match: re.Match[str]) -> str:
+        prefix = match.group("header") or match.group("bearer") or ""
+        return f"{prefix}[redacted]"
+
+    return _SECRETS.sub(hide, text)
+
+
 def _write_crash_log(exc: BaseException) -> str | None:
     try:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         handle, path = tempfile.mkstemp(prefix="ruxa-batch-crash-", suffix=".log")
         with open(handle, "w", encoding="utf-8") as log:
-            log.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+            log.write(scrub_secrets(text))
         return path
     except OSError:
         return None

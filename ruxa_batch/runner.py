@@ -77,23 +77,41 @@ def check_base_url(url: str) -> str:
 
 
 def read_api_key(flags: RunFlags) -> str:
-    """The key from --api-key-file or RUXA_API_KEY; a clear error when there is none."""
+    """The key from --api-key-file or RUXA_API_KEY; a clear error when there is none, or when
+    it is not one line of printable ASCII (an HTTP header could not carry it)."""
     if flags.api_key_file is not None:
         try:
             key = flags.api_key_file.read_text(encoding="utf-8").strip()
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
             raise UsageError(f"cannot read API key file {flags.api_key_file}: {reason}") from None
+        except UnicodeDecodeError:
+            raise UsageError(
+                f"API key file {flags.api_key_file} is not UTF-8 text; it must hold only the key"
+            ) from None
         if not key:
             raise UsageError(f"API key file {flags.api_key_file} is empty")
-        return key
+        return _checked_key(key, f"API key file {flags.api_key_file}")
     key = os.environ.get("RUXA_API_KEY", "").strip()
     if not key:
         raise UsageError(
             "no API key: set the RUXA_API_KEY environment variable or pass --api-key-file "
             "(or try the local sandbox with --sandbox)"
         )
-    return key
+    return _checked_key(key, "RUXA_API_KEY")
+
+
+def _checked_key(key: str, source: str) -> str:
+    """``key`` if it is one line of printable ASCII; the error never repeats it."""
+    if "\n" in key or "\r" in key:
+        problem = "holds more than one line"
+    elif not key.isascii():
+        problem = "contains a character that is not ASCII"
+    elif not key.isprintable() or " " in key:
+        problem = "contains a space or a control character"
+    else:
+        return key
+    raise UsageError(f"{source} {problem}; it must hold only the key, on one line")
 
 
 @contextmanager
