@@ -36,6 +36,9 @@ COLUMNS = (
     "key",
 )
 LIST_COLUMNS = ("images", "result_urls", "files")
+# A spreadsheet opening the CSV runs a cell that starts with one of these as a formula (OWASP,
+# "CSV Injection"); prompts, CSV rows and the API's failMsg are anybody's text.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(frozen=True)
@@ -84,21 +87,31 @@ def build_table(manifest: Manifest, records: Mapping[str, JobRecord]) -> Table:
 
 
 def to_csv(table: Table) -> str:
-    """The table as CSV (lists space-separated)."""
+    """The table as CSV (lists space-separated); a text cell that a spreadsheet would take for
+    a formula gets a leading ``'``, so it shows as the text it is."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)
     for row in table.rows:
-        writer.writerow([_csv_cell(column, row[column]) for column in COLUMNS])
+        cells = [_csv_cell(column, row[column]) for column in COLUMNS]
+        if any("\r" in cell for cell in cells):
+            # The csv module quotes a cell for the characters of its own line ending only: with
+            # "\n", a carriage return in a cell would end the row for most readers.
+            line = io.StringIO()
+            csv.writer(line, lineterminator="\r\n").writerow(cells)
+            buffer.write(line.getvalue()[:-2] + "\n")
+        else:
+            writer.writerow(cells)
     return buffer.getvalue()
 
 
 def _csv_cell(column: str, value: Any) -> str:
-    if column in LIST_COLUMNS:
-        return " ".join(value)
     if isinstance(value, bool):
         return "true" if value else "false"
-    return "" if value is None else str(value)
+    if value is None or isinstance(value, int):
+        return "" if value is None else str(value)  # numbers are ours: never a formula
+    text = " ".join(value) if column in LIST_COLUMNS else str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def to_json(table: Table, summary: Mapping[str, Any]) -> str:
