@@ -40,6 +40,7 @@ from ruxa_batch.client import (
     Withdrawn,
 )
 from ruxa_batch.decide import IDLE, Action, Decision, Options, decide_all, pictures_on_disk
+from ruxa_batch.errors import os_reason
 from ruxa_batch.jobs import Job, Manifest
 from ruxa_batch.retry import GaveUp, Halted, Retrier, RetryPolicy
 from ruxa_batch.state import JobRecord, StateStore
@@ -519,6 +520,9 @@ class Engine:
                 return
             except GaveUp as exc:
                 self.leave(job, JobStatus.RUNNING, f"downloads keep failing: {describe(exc.last)}")
+                return
+            except OSError as exc:  # a full disk, a read-only folder: the next run downloads it
+                self.leave(job, JobStatus.RUNNING, f"cannot save {name}: {os_reason(exc)}")
                 return
             names.append(dest.relative_to(root).as_posix())
             digests.append(done.sha256)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ruxa_batch.errors import cannot_write
 from ruxa_batch.jobs import Manifest, display_path
 from ruxa_batch.state import JobRecord
 from ruxa_batch.statuses import JOB_STATUSES, JobStatus
@@ -132,15 +133,24 @@ def to_json(table: Table, summary: Mapping[str, Any]) -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so that readers see the old file or the new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    """Replace ``path`` with ``text`` so that readers see the old file or the new, never half.
+
+    A full disk or a read-only folder is an :class:`~ruxa_batch.errors.EnvironmentProblem`.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise cannot_write(display_path(path), exc) from None
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
             out.write(text)
             out.flush()
             os.fsync(out.fileno())
         os.replace(temp, path)
+    except OSError as exc:
+        Path(temp).unlink(missing_ok=True)
+        raise cannot_write(display_path(path), exc) from None
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise

@@ -14,17 +14,25 @@ The API key is never stored here, in any form.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Concatenate, ParamSpec, TypeVar
 
-from ruxa_batch.errors import EXIT_INVALID, RuxaBatchError
+from ruxa_batch.errors import (
+    EXIT_ENVIRONMENT,
+    EXIT_INVALID,
+    EnvironmentProblem,
+    RuxaBatchError,
+    os_reason,
+)
 from ruxa_batch.statuses import FINAL_STATUSES, AttemptOutcome, JobStatus, TaskState
 
 STATE_FILENAME = ".ruxa-batch.sqlite"
@@ -118,7 +126,73 @@ def now_iso() -> str:
 
 
 class StateError(RuxaBatchError):
-    """The state file cannot be used."""
+    """The state file cannot be used (exit 74 when the disk or the file is at fault)."""
+
+
+def sqlite_problem(path: Path, exc: sqlite3.Error) -> StateError | None:
+    """What an SQLite error means for the state file at ``path``, as a one-line error; None
+    for an error that only a bug can cause (a wrong statement, a broken constraint)."""
+    if not isinstance(exc, sqlite3.DatabaseError) or isinstance(
+        exc,
+        (
+            sqlite3.IntegrityError,
+            sqlite3.ProgrammingError,
+            sqlite3.DataError,
+            sqlite3.NotSupportedError,
+            sqlite3.InternalError,
+        ),
+    ):
+        return None
+    # The error's name (Python 3.11+) or, before that, SQLite's words for it.
+    said = f"{getattr(exc, 'sqlite_errorname', '')} {exc}"
+    shown = str(path)
+    if "FULL" in said or "is full" in said:
+        message = (
+            f"cannot write the state file {shown}: the disk is full; free some space and run "
+            "the same command again (everything recorded so far is kept)"
+        )
+    elif "READONLY" in said or "readonly" in said or "CANTOPEN" in said or "unable to open" in said:
+        message = (
+            f"cannot write the state file {shown}: the file system or folder is read-only; "
+            "make it writable or choose another state file with --state"
+        )
+    elif "CORRUPT" in said or "malformed" in said:
+        message = (
+            f"the state file {shown} is damaged ({exc}); keep a copy and try "
+            f"`sqlite3 {shown} .recover`: starting a new state file would submit every job again"
+        )
+    elif "NOTADB" in said or "not a database" in said:
+        return StateError(f"cannot use state file {shown}: {exc}", exit_code=EXIT_INVALID)
+    elif "IOERR" in said or "I/O error" in said:
+        message = (
+            f"cannot use the state file {shown}: {exc}; check the disk (full? read-only?) and "
+            "run the same command again"
+        )
+    else:
+        message = f"cannot use the state file {shown}: {exc}"
+    return StateError(message, exit_code=EXIT_ENVIRONMENT)
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _guarded(
+    method: Callable[Concatenate[StateStore, _P], _R],
+) -> Callable[Concatenate[StateStore, _P], _R]:
+    """Turn the SQLite errors a disk can cause into :class:`StateError`, at the store's edge."""
+
+    @functools.wraps(method)
+    def guarded(self: StateStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            problem = sqlite_problem(self.path, exc)
+            if problem is None:
+                raise
+            raise problem from None
+
+    return guarded
 
 
 class StateLocked(RuxaBatchError):
@@ -156,7 +230,10 @@ class _Lock:
         self.handle: IO[str] | None = None
 
     def acquire(self) -> None:
-        handle = self.path.open("a+", encoding="utf-8")
+        try:
+            handle = self.path.open("a+", encoding="utf-8")
+        except OSError as exc:
+            raise _cannot_write_in(self.path.parent, exc) from None
         try:
             _lock_file(handle)
         except OSError:
@@ -177,6 +254,32 @@ class _Lock:
         if self.handle is not None:
             self.handle.close()
             self.handle = None
+
+
+def _cannot_write_in(folder: Path, exc: OSError) -> EnvironmentProblem:
+    return EnvironmentProblem(
+        f"cannot write the state file in {folder}: {os_reason(exc)}; make it writable or "
+        "choose another state file with --state"
+    )
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """Open ``path`` for reading, also on a read-only file system."""
+    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    try:
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:
+        wal = path.with_name(path.name + "-wal")
+        if wal.exists() and wal.stat().st_size:
+            raise
+        # A read-only folder: SQLite cannot make the shared-memory file a WAL database needs.
+        # With no write-ahead log, every committed change is in the file itself, which can
+        # then be read as immutable.
+        conn.close()
+        conn = sqlite3.connect(
+            f"{path.absolute().as_uri()}?mode=ro&immutable=1", uri=True, isolation_level=None
+        )
+    return conn
 
 
 def _lock_file(handle: IO[str]) -> None:
@@ -201,10 +304,12 @@ class StateStore:
         self._sync = ""
         try:
             if readonly:
-                uri = f"file:{path}?mode=ro"
-                self.conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+                self.conn = _connect_readonly(path)
             else:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise _cannot_write_in(path.parent, exc) from None
                 self.conn = sqlite3.connect(path, isolation_level=None)
             self.conn.row_factory = sqlite3.Row
             self.conn.execute("PRAGMA busy_timeout = 5000")
@@ -221,14 +326,18 @@ class StateStore:
             elif self.schema_version() > len(MIGRATIONS):
                 raise StateError(f"{path} was written by a newer ruxa-batch; upgrade to read it")
         except sqlite3.DatabaseError as exc:
-            raise StateError(f"cannot use state file {path}: {exc}") from None
+            problem = sqlite_problem(path, exc)
+            raise problem or StateError(f"cannot use state file {path}: {exc}") from None
 
     # -- life cycle -----------------------------------------------------------------------
 
     @classmethod
     def open_for_run(cls, path: Path) -> StateStore:
         """Open for writing, holding the one-run-at-a-time lock until :meth:`close`."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _cannot_write_in(path.parent, exc) from None
         lock = _Lock(path.with_name(path.name + ".lock"))
         lock.acquire()
         try:
@@ -254,18 +363,28 @@ class StateStore:
     @contextmanager
     def transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
         """One atomic step; ``durable`` ones are synced to disk before this returns."""
-        wanted = "FULL" if durable else "NORMAL"
-        if not self.readonly and self._sync != wanted:
-            self.conn.execute(f"PRAGMA synchronous = {wanted}")
-            self._sync = wanted
-        self.conn.execute("BEGIN IMMEDIATE")
         try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+            wanted = "FULL" if durable else "NORMAL"
+            if not self.readonly and self._sync != wanted:
+                self.conn.execute(f"PRAGMA synchronous = {wanted}")
+                self._sync = wanted
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+                self.conn.execute("COMMIT")
+            except BaseException:
+                # SQLite may have rolled back already (a full disk does that).
+                if self.conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self.conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            problem = sqlite_problem(self.path, exc)
+            if problem is None:
+                raise
+            raise problem from None
 
+    @_guarded
     def schema_version(self) -> int:
         """The number of migrations applied (0 for a new file)."""
         exists = self.conn.execute(
@@ -276,6 +395,7 @@ class StateStore:
         row = self.conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
         return int(row[0] or 0)
 
+    @_guarded
     def _migrate(self) -> None:
         with self.transaction() as conn:
             conn.execute(
@@ -297,6 +417,7 @@ class StateStore:
 
     # -- runs -------------------------------------------------------------------------------
 
+    @_guarded
     def start_run(self) -> int:
         """Record the start of a run; returns its id."""
         with self.transaction() as conn:
@@ -304,6 +425,7 @@ class StateStore:
         self.run_id = int(cursor.lastrowid or 0)
         return self.run_id
 
+    @_guarded
     def finish_run(self, *, outcome: str, tasks_created: int) -> None:
         """Record how the current run ended."""
         with self.transaction() as conn:
@@ -314,6 +436,7 @@ class StateStore:
 
     # -- jobs -------------------------------------------------------------------------------
 
+    @_guarded
     def ensure_jobs(self, jobs: Iterable[tuple[str, str, int, str]]) -> None:
         """Insert (key, id, variant, request JSON) for jobs not yet known; refresh their ids."""
         stamp = now_iso()
@@ -328,6 +451,7 @@ class StateStore:
                 ],
             )
 
+    @_guarded
     def job_records(self) -> dict[str, JobRecord]:
         """Every job row, by identity key."""
         open_attempts = {
@@ -362,6 +486,7 @@ class StateStore:
             )
         return records
 
+    @_guarded
     def set_status(
         self,
         key: str,
@@ -393,6 +518,7 @@ class StateStore:
 
     # -- attempts and tasks (the write-ahead part) -------------------------------------------
 
+    @_guarded
     def begin_attempt(self, key: str) -> int:
         """Commit the intent to create a task, before the request is sent; returns its number."""
         stamp = now_iso()
@@ -413,6 +539,7 @@ class StateStore:
             )
         return attempt
 
+    @_guarded
     def record_task(self, key: str, attempt: int, task_id: str) -> None:
         """Commit the task ID the API answered with, before anything else happens to the job."""
         stamp = now_iso()
@@ -433,6 +560,7 @@ class StateStore:
                 (task_id, JobStatus.RUNNING, stamp, key),
             )
 
+    @_guarded
     def close_attempt(self, key: str, attempt: int, outcome: AttemptOutcome, detail: str) -> None:
         """Record that a create got no task ID: ``rejected`` (an API error) or ``ambiguous``.
 
@@ -452,6 +580,7 @@ class StateStore:
                     (stamp, key),
                 )
 
+    @_guarded
     def update_task(
         self,
         task_id: str,
@@ -477,6 +606,7 @@ class StateStore:
                     (urls, stamp, task_id),
                 )
 
+    @_guarded
     def task_state(self, task_id: str) -> tuple[TaskState | None, tuple[str, ...]]:
         """A task's recorded state and result URLs (None: no such task recorded)."""
         row = self.conn.execute(
@@ -486,6 +616,7 @@ class StateStore:
             return (None, ())
         return (_task_state(row["state"]), tuple(json.loads(row["result_urls"])))
 
+    @_guarded
     def record_files(self, key: str, files: Sequence[str], digests: Sequence[str]) -> None:
         """The job's pictures are on disk: it has succeeded."""
         stamp = now_iso()
@@ -503,6 +634,7 @@ class StateStore:
                 ),
             )
 
+    @_guarded
     def tasks_created_this_run(self) -> int:
         """Tasks the current run has created (read once, when a run ends abruptly)."""
         row = self.conn.execute(
@@ -511,6 +643,7 @@ class StateStore:
         ).fetchone()
         return int(row[0])
 
+    @_guarded
     def history(self) -> dict[str, Any]:
         """Runs so far, tasks ever created, and the total time the runs took."""
         seconds = 0.0
@@ -524,11 +657,13 @@ class StateStore:
         tasks = self.conn.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]
         return {"runs": runs, "tasks_created": int(tasks), "seconds": seconds}
 
+    @_guarded
     def get_meta(self, key: str) -> str | None:
         """A value from the meta table."""
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
+    @_guarded
     def set_meta(self, key: str, value: str) -> None:
         """Store a value in the meta table."""
         with self.transaction() as conn:
@@ -538,6 +673,7 @@ class StateStore:
                 (key, value),
             )
 
+    @_guarded
     def tasks_for(self, key: str) -> list[dict[str, Any]]:
         """Every task ever created for a job, oldest first."""
         return [
@@ -547,6 +683,7 @@ class StateStore:
             )
         ]
 
+    @_guarded
     def all_task_ids(self) -> set[str]:
         """Every task ID recorded in this state file."""
         return {row[0] for row in self.conn.execute("SELECT task_id FROM tasks")}
