@@ -15,10 +15,12 @@ The API key is never stored here, in any form.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
 import sqlite3
+import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -230,10 +232,20 @@ class _Lock:
         self.handle: IO[str] | None = None
 
     def acquire(self) -> None:
+        # Never through a symbolic link: the pid written below would truncate its target.
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         try:
-            handle = self.path.open("a+", encoding="utf-8")
+            if not hasattr(os, "O_NOFOLLOW") and self.path.is_symlink():  # pragma: no cover
+                raise OSError(errno.ELOOP, "a symbolic link")
+            fd = os.open(self.path, flags, 0o644)
         except OSError as exc:
+            if self.path.is_symlink() or (self.path.exists() and not self.path.is_file()):
+                raise self._not_a_file() from None
             raise _cannot_write_in(self.path.parent, exc) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise self._not_a_file()
+        handle = os.fdopen(fd, "r+", encoding="utf-8")
         try:
             _lock_file(handle)
         except OSError:
@@ -249,6 +261,12 @@ class _Lock:
         handle.write(str(os.getpid()))
         handle.flush()
         self.handle = handle
+
+    def _not_a_file(self) -> StateError:
+        return StateError(
+            f"the lock file {self.path} is a symbolic link or not a regular file; ruxa-batch "
+            "never writes through one: remove it and run again"
+        )
 
     def release(self) -> None:
         if self.handle is not None:

@@ -467,3 +467,28 @@ def test_kill_while_creates_wait_for_the_rate_limiter_is_not_ambiguous(
         "duplicates) although the API never received their create: their attempt was recorded "
         "as 'sending' while the create still waited for the rate limiter"
     )
+
+
+def test_a_lock_file_that_is_a_symlink_is_refused_not_followed(
+    run, hermetic: Path, sandbox_factory: SandboxFactory, monkeypatch
+) -> None:
+    server = sandbox_factory(generation_time=0.05)
+    monkeypatch.setenv("RUXA_API_KEY", server.api_key)
+    write_manifest(hermetic, "lock", 1)
+    out = hermetic / "out" / "lock"
+    out.mkdir(parents=True)
+    victim = hermetic / "precious.txt"
+    victim.write_text("keep me\n")
+    (out / f"{STATE_FILENAME}.lock").symlink_to(victim)
+    result = run(["ruxa-batch", "run", "m.yaml", "--base-url", server.base_url, *FAST])
+    assert (result.code, result.err) == (
+        2,
+        f"error: the lock file out/lock/{STATE_FILENAME}.lock is a symbolic link or not a "
+        "regular file; ruxa-batch never writes through one: remove it and run again\n",
+    )
+    assert victim.read_text() == "keep me\n"
+    assert server.counters()["creates"] == 0
+    (out / f"{STATE_FILENAME}.lock").unlink()
+    (out / f"{STATE_FILENAME}.lock").mkdir()
+    result = run(["ruxa-batch", "run", "m.yaml", "--base-url", server.base_url, *FAST])
+    assert result.code == 2 and "is a symbolic link or not a regular file" in result.err
