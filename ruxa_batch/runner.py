@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ruxa_batch.addresses import is_loopback
-from ruxa_batch.client import RuxaClient
+from ruxa_batch.client import RuxaClient, remove_stale_partials
 from ruxa_batch.engine import Engine, EngineOptions, RunOutcome
 from ruxa_batch.errors import (
     EXIT_API_STOPPED,
@@ -171,6 +171,8 @@ def _run_with_store(
         )
     if recorded is None:
         store.set_meta("endpoint", endpoint.identity)
+    # Under the lock: no other run of this state is downloading into the folder.
+    remove_stale_partials(output_dir)
     decisions = flags.decisions.options(max_attempts=tuning.max_attempts)
     options = EngineOptions(
         output_dir=output_dir,
