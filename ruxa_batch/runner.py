@@ -64,10 +64,21 @@ class Endpoint:
 
 
 def check_base_url(url: str) -> str:
-    """Refuse anything but https, or http to a loopback address."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"invalid base URL {url!r}: expected https://host")
+    """Refuse anything but https, or http to a loopback address, and credentials in the URL."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises for a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is not None and "@" in parts.netloc:
+        # They would be stored in the state file and shown in messages; the URL is not echoed.
+        raise UsageError(
+            "the base URL contains credentials (user:password@); remove them: the API key "
+            "comes from RUXA_API_KEY or --api-key-file"
+        )
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        shown = repr(url) if "@" not in url else "(not shown: it contains '@')"
+        raise UsageError(f"invalid base URL {shown}: expected https://host")
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise UsageError(
             f"refusing plain http:// to {parts.hostname}: the API key would cross the network "

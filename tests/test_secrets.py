@@ -114,3 +114,35 @@ def test_a_crash_log_never_holds_a_key(hermetic) -> None:
 )
 def test_scrub_secrets(text: str, scrubbed: str) -> None:
     assert errors.scrub_secrets(text) == scrubbed
+
+
+CREDENTIALS = (
+    "error: the base URL contains credentials (user:password@); remove them: the API key comes "
+    "from RUXA_API_KEY or --api-key-file\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("https://user:pw-secret@api.ruxa.ai", CREDENTIALS),
+        ("https://sk-live-0123456789abcdef@api.ruxa.ai/", CREDENTIALS),
+        ("http://me:pw-secret@127.0.0.1:8787", CREDENTIALS),
+        (
+            "https://me:pw-secret@[::1",
+            "error: invalid base URL (not shown: it contains '@'): expected https://host\n",
+        ),
+    ],
+)
+def test_credentials_in_the_base_url_are_refused_without_repeating_them(
+    run, hermetic, monkeypatch, url: str, message: str
+) -> None:
+    monkeypatch.setenv("RUXA_API_KEY", KEY)
+    write_manifest(hermetic, 1)
+    result = run(["ruxa-batch", "run", "m.yaml", "--base-url", url])
+    assert (result.code, result.err) == (2, message)
+    monkeypatch.setenv("RUXA_BASE_URL", url)
+    result = run(["ruxa-batch", "run", "m.yaml"])
+    assert (result.code, result.err) == (2, message)
+    # Nothing was written: the endpoint (and so the URL) is recorded in the state file.
+    assert not (hermetic / "out").exists()
