@@ -278,8 +278,10 @@ class Engine:
         has_task = decision.action in (Action.POLL, Action.DOWNLOAD)
         self.events.job_started(job, has_task=has_task)
         task_id: str | None = None
+        age = 0.0  # how long the task being watched has existed already
         if record is not None and has_task:
             task_id = record.task_id
+            age = record.task_age()
             if decision.action == Action.DOWNLOAD or (
                 record.task_state == TaskState.SUCCESS and record.result_urls
             ):
@@ -296,7 +298,8 @@ class Engine:
                     return
                 attempts += 1
                 self.events.job_submitted(job, task_id)
-            watched = await self.watch(task_id)
+            watched = await self.watch(task_id, age=age)
+            age = 0.0
             if watched.state == TaskState.SUCCESS:
                 await self.fetch(job, task_id, watched.urls)
                 return
@@ -413,16 +416,22 @@ class Engine:
 
     # -- waiting for a task ---------------------------------------------------------------------
 
-    async def watch(self, task_id: str) -> _Watched:
-        """Poll a task until it ends, times out, or the run must leave it unfinished."""
-        started = self.timer.now()
+    async def watch(self, task_id: str, *, age: float = 0.0) -> _Watched:
+        """Poll a task until it ends, times out, or the run must leave it unfinished.
+
+        ``age``: seconds the task has existed already (created by an earlier run); its timeout
+        counts from its create, but it is queried once before it can time out (it may have
+        finished while no run was watching).
+        """
+        started = self.timer.now() - age
         delay = self.options.poll_interval * (CALLBACK_POLL_FACTOR if self.callback else 1.0)
         last_state: TaskState | None = None
+        queried = False
         await self.pause(delay)
         while True:
             if self.halted:
                 return _Watched(None, message="the run stopped")
-            if self.timer.now() - started > self.options.task_timeout:
+            if queried and self.timer.now() - started > self.options.task_timeout:
                 message = f"task unfinished after {self.options.task_timeout:g} s"
                 self.store.update_task(task_id, TaskState.TIMEOUT, fail_msg=message)
                 return _Watched(TaskState.TIMEOUT, message=message)
@@ -442,6 +451,7 @@ class Engine:
                     self.store.update_task(task_id, TaskState.FAIL, fail_msg=message)
                     return _Watched(TaskState.FAIL, message=message)
                 return _Watched(None, message=f"status queries keep failing: {describe(exc.last)}")
+            queried = True
             if info.state == TaskState.SUCCESS:
                 self.store.update_task(task_id, TaskState.SUCCESS, result_urls=info.result_urls)
                 return _Watched(TaskState.SUCCESS, info.result_urls)

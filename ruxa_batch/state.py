@@ -222,6 +222,16 @@ class JobRecord:
     finished_at: str | None
     open_attempt: int | None  # an attempt still "sending": the create's fate is unknown
     task_state: TaskState | None = None  # the recorded state of the job's latest task
+    task_created_at: str | None = None  # when the API answered the create of that task
+
+    def task_age(self, *, now: datetime | None = None) -> float:
+        """Seconds since the latest task was created (wall clock; 0 without a task), so that
+        a resumed run counts --task-timeout from the create, not from its own start."""
+        if self.task_created_at is None:
+            return 0.0
+        created = datetime.fromisoformat(self.task_created_at.replace("Z", "+00:00"))
+        current = now if now is not None else datetime.now(timezone.utc)
+        return max(0.0, (current - created).total_seconds())
 
 
 class _Lock:
@@ -482,7 +492,8 @@ class StateStore:
         }
         records = {}
         for row in self.conn.execute(
-            "SELECT jobs.*, tasks.state AS task_state FROM jobs "
+            "SELECT jobs.*, tasks.state AS task_state, tasks.created_at AS task_created_at "
+            "FROM jobs "
             "LEFT JOIN tasks ON tasks.task_id = jobs.task_id"
         ):
             records[row["key"]] = JobRecord(
@@ -501,6 +512,7 @@ class StateStore:
                 finished_at=row["finished_at"],
                 open_attempt=open_attempts.get(row["key"]),
                 task_state=_task_state(row["task_state"]),
+                task_created_at=row["task_created_at"],
             )
         return records
 
