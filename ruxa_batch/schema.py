@@ -104,7 +104,8 @@ def looks_like_key(text: str) -> bool:
 
 
 def secret_problems(doc: Document) -> tuple[list[Problem], set[PathKey]]:
-    """Problems for secret-looking keys and values, and the key paths already reported."""
+    """Problems for secret-looking keys and values, and the paths already reported (no other
+    message may be about them: it could quote the value)."""
     problems: list[Problem] = []
     reported: set[PathKey] = set()
 
@@ -127,6 +128,7 @@ def secret_problems(doc: Document) -> tuple[list[Problem], set[PathKey]]:
             for index, item in enumerate(value):
                 walk(item, (*path, index))
         elif isinstance(value, str) and looks_like_key(value):
+            reported.add(path)
             problems.append(doc.problem(path, KEY_VALUE_MESSAGE))
 
     walk(doc.data, ())

@@ -128,6 +128,11 @@ EXPECTED: dict[str, list[str]] = {
         "api_key_value.yaml:3:9: $.vars.auth: this value looks like a Ruxa API key; keys belong "
         "in the RUXA_API_KEY environment variable, never in a file that goes into git"
     ],
+    "api_key_as_image_size.yaml": [
+        "api_key_as_image_size.yaml:5:17: $.jobs[0].image_size: this value looks like a Ruxa API "
+        "key; keys belong in the RUXA_API_KEY environment variable, never in a file that goes "
+        "into git"
+    ],
     "several_problems.yaml": [
         "several_problems.yaml:2:1: $.nmae: unknown key 'nmae'; did you mean 'name'?",
         "several_problems.yaml:5:5: $.jobs[0].promt: unknown key 'promt'; did you mean 'prompt'?",
