@@ -12,7 +12,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ruxa_batch.errors import EXIT_INVALID, EXIT_JOBS_FAILED, EXIT_OK, UsageError, emit
+from ruxa_batch.errors import (
+    EXIT_INVALID,
+    EXIT_JOBS_FAILED,
+    EXIT_OK,
+    EnvironmentProblem,
+    UsageError,
+    emit,
+)
 from ruxa_batch.jobs import Manifest, display_path
 from ruxa_batch.manifest import check_manifest, load_manifest
 from ruxa_batch.pictures import FileCheck, check_file, pictures_of
@@ -91,9 +98,8 @@ def report(settings: ReportSettings) -> int:
             history=history,
             embed=settings.embed,
         )
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise UsageError(f"cannot write {destination}: {reason}") from None
+    except EnvironmentProblem as exc:
+        raise EnvironmentProblem(f"{exc.message} (-o FILE writes it elsewhere)") from None
     emit([f"wrote {display_path(destination)}"], sys.stdout)
     if settings.open:
         import webbrowser
@@ -167,11 +173,7 @@ def results(settings: ResultsSettings) -> int:
     if settings.output is None:
         sys.stdout.write(text)
         return EXIT_OK
-    try:
-        write_atomic(settings.output, text)
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise UsageError(f"cannot write {settings.output}: {reason}") from None
+    write_atomic(settings.output, text)
     emit([f"wrote {settings.output}"], sys.stdout)
     return EXIT_OK
 

@@ -342,7 +342,7 @@ class RuxaClient:
         """Stream ``url`` to ``dest`` through a temporary file; only PNG or JPEG is accepted."""
         target = checked_result_url(url)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        partial = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+        partial = dest.with_name(f".{dest.name}.{os.getpid()}.part")  # see PARTIAL_NAME
         async with self._slot() as http:
             self.requests += 1
             try:
@@ -429,6 +429,42 @@ def checked_result_url(url: str) -> str:
     if problem:
         raise DownloadRejected(f"result URL {_short(repr(url), 80)} is unusable: {problem}")
     return url
+
+
+# The temporary name of a download in progress (``download`` above): a killed run leaves these.
+PARTIAL_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]{1,10})\.part")
+
+
+def remove_stale_partials(folder: Path) -> int:
+    """Delete the temporary files that downloads of killed runs left in ``folder`` and below;
+    only names :meth:`RuxaClient.download` makes, of processes that are gone. Returns how many."""
+    removed = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            match = PARTIAL_NAME.fullmatch(name)
+            if match is None or _alive(int(match["pid"])):
+                continue
+            try:
+                Path(root, name).unlink()
+            except OSError:
+                continue
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (another run may still be writing its file)."""
+    if pid == os.getpid():
+        return True
+    if os.name != "posix":  # pragma: no cover - os.kill(pid, 0) is not a probe on Windows
+        return False
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True  # it exists, under another user
+    except (OSError, OverflowError):
+        return False
+    return True
 
 
 async def _save(response: httpx.Response, partial: Path, max_bytes: int) -> tuple[int, str]:

@@ -41,6 +41,7 @@ from ruxa_batch.client import (
     Withdrawn,
 )
 from ruxa_batch.decide import IDLE, Action, Decision, Options, decide_all, pictures_on_disk
+from ruxa_batch.errors import RuxaBatchError, os_reason
 from ruxa_batch.jobs import Job, Manifest
 from ruxa_batch.pictures import Ledger, Picture
 from ruxa_batch.retry import GaveUp, Halted, Retrier, RetryPolicy
@@ -256,10 +257,13 @@ class Engine:
         """Drive one job; a bug met on the way costs that job, not the batch."""
         try:
             await self.drive(job, decision)
+        except RuxaBatchError:
+            raise  # an expected failure of the run as a whole (a full disk): stop
         except Exception as exc:
+            # The job's state is what its last committed step left, which the next run
+            # continues from; nothing is written for it now.
             self.outcome.internal_errors.append(exc)
-            status = JobStatus.PENDING if decision.creates_now else JobStatus.RUNNING
-            self.leave(job, status, f"internal error ({type(exc).__name__}); see the error report")
+            self.events.job_finished(job, JobStatus.RUNNING, f"internal error ({exc!r})")
 
     def body(self, job: Job) -> dict[str, object]:
         """The create request body for ``job`` (the same bytes every time)."""
@@ -299,8 +303,10 @@ class Engine:
         has_task = decision.action in (Action.POLL, Action.DOWNLOAD)
         self.events.job_started(job, has_task=has_task)
         task_id: str | None = None
+        age = 0.0  # how long the task being watched has existed already
         if record is not None and has_task:
             task_id = record.task_id
+            age = record.task_age()
             if decision.action == Action.DOWNLOAD or (
                 record.task_state == TaskState.SUCCESS and record.result_urls
             ):
@@ -317,7 +323,8 @@ class Engine:
                     return
                 attempts += 1
                 self.events.job_submitted(job, task_id)
-            watched = await self.watch(task_id)
+            watched = await self.watch(task_id, age=age)
+            age = 0.0
             if watched.state == TaskState.SUCCESS:
                 await self.fetch(job, task_id, watched.urls)
                 return
@@ -486,16 +493,22 @@ class Engine:
 
     # -- waiting for a task ---------------------------------------------------------------------
 
-    async def watch(self, task_id: str) -> _Watched:
-        """Poll a task until it ends, times out, or the run must leave it unfinished."""
-        started = self.timer.now()
+    async def watch(self, task_id: str, *, age: float = 0.0) -> _Watched:
+        """Poll a task until it ends, times out, or the run must leave it unfinished.
+
+        ``age``: seconds the task has existed already (created by an earlier run); its timeout
+        counts from its create, but it is queried once before it can time out (it may have
+        finished while no run was watching).
+        """
+        started = self.timer.now() - age
         delay = self.options.poll_interval * (CALLBACK_POLL_FACTOR if self.callback else 1.0)
         last_state: TaskState | None = None
+        queried = False
         await self.pause(delay)
         while True:
             if self.halted:
                 return _Watched(None, message="the run stopped")
-            if self.timer.now() - started > self.options.task_timeout:
+            if queried and self.timer.now() - started > self.options.task_timeout:
                 message = f"task unfinished after {self.options.task_timeout:g} s"
                 self.store.update_task(task_id, TaskState.TIMEOUT, fail_msg=message)
                 return _Watched(TaskState.TIMEOUT, message=message)
@@ -520,6 +533,7 @@ class Engine:
                     return _Watched(TaskState.FAIL, message=message, gone=True)
                 reason = exc.reason or f"status queries keep failing: {describe(exc.last)}"
                 return _Watched(None, message=reason)
+            queried = True
             if info.state == TaskState.SUCCESS:
                 self.store.update_task(task_id, TaskState.SUCCESS, result_urls=info.result_urls)
                 return _Watched(TaskState.SUCCESS, info.result_urls)
@@ -629,6 +643,9 @@ class Engine:
             except GaveUp as exc:
                 reason = exc.reason or f"downloads keep failing: {describe(exc.last)}"
                 self.leave(job, JobStatus.RUNNING, reason)
+                return
+            except OSError as exc:  # a full disk, a read-only folder: the next run downloads it
+                self.leave(job, JobStatus.RUNNING, f"cannot save {name}: {os_reason(exc)}")
                 return
             kept.append(Picture(relative, done.sha256, done.size))
             index += 1

@@ -7,6 +7,8 @@ traceback; anything else is a bug, so its traceback goes to a log file whose pat
 
 from __future__ import annotations
 
+import errno
+import re
 import sys
 import tempfile
 import traceback
@@ -19,6 +21,7 @@ EXIT_OK = 0
 EXIT_JOBS_FAILED = 1
 EXIT_INVALID = 2
 EXIT_API_STOPPED = 3
+EXIT_ENVIRONMENT = 74  # EX_IOERR: a full disk, a read-only folder, a damaged state file
 EXIT_INTERRUPTED = 130
 
 
@@ -71,6 +74,37 @@ class ManifestInvalid(RuxaBatchError):
         return [str(problem) for problem in self.problems]
 
 
+class EnvironmentProblem(RuxaBatchError):
+    """The machine is in the way, not the input: a full disk, a read-only folder, a damaged
+    file. Whatever was recorded before is kept; the same command continues once it is fixed."""
+
+    exit_code = EXIT_ENVIRONMENT
+
+
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def os_reason(exc: OSError) -> str:
+    """What an OSError means, in a few words (the same words whatever the platform says)."""
+    if exc.errno in _DISK_FULL:
+        return "the disk is full"
+    if exc.errno in _READ_ONLY:
+        return "the file system or folder is read-only"
+    return exc.strerror or type(exc).__name__
+
+
+def cannot_write(shown: str, exc: OSError) -> EnvironmentProblem:
+    """The error for a file that could not be written, with what to do about it."""
+    if exc.errno in _DISK_FULL:
+        advice = "free some space and run the command again"
+    elif exc.errno in _READ_ONLY:
+        advice = "make it writable or choose another place"
+    else:
+        advice = "fix that and run the command again"
+    return EnvironmentProblem(f"cannot write {shown}: {os_reason(exc)}; {advice}")
+
+
 def emit(lines: Sequence[str], stream: TextIO | None = None) -> None:
     """Write lines to a stream (stderr by default), ignoring a closed pipe."""
     out = stream if stream is not None else sys.stderr
@@ -82,11 +116,34 @@ def emit(lines: Sequence[str], stream: TextIO | None = None) -> None:
         pass
 
 
+# What a secret looks like in a traceback: an Authorization header's value (the key checks in
+# the runner keep it out of headers, but a log file outlives any one check), a bearer token, a
+# Ruxa key anywhere. The value runs to the end of a quoted string or a line.
+_SECRETS = re.compile(
+    r"""(?ix)
+    (?P<header> authorization ['"]? \s* [:=,] \s* ['"]? (?:bearer\s+)? ) [^'"\r\n]+
+    | (?P<bearer> \bbearer\s+ ) [^\s'"]+
+    | (?P<key> ) \bsk-[A-Za-z0-9_\-]{4,}
+    """
+)
+
+
+def scrub_secrets(text: str) -> str:
+    """``text`` with header values, bearer tokens and anything shaped like a key replaced."""
+
+    def hide(match: re.Match[str]) -> str:
+        prefix = match.group("header") or match.group("bearer") or ""
+        return f"{prefix}[redacted]"
+
+    return _SECRETS.sub(hide, text)
+
+
 def _write_crash_log(exc: BaseException) -> str | None:
     try:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         handle, path = tempfile.mkstemp(prefix="ruxa-batch-crash-", suffix=".log")
         with open(handle, "w", encoding="utf-8") as log:
-            log.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+            log.write(scrub_secrets(text))
         return path
     except OSError:
         return None

@@ -11,7 +11,8 @@ from typing import Any
 
 from ruxa_batch.errors import Problem
 from ruxa_batch.jobs import display_path
-from ruxa_batch.manifest_problems import ProblemLog
+from ruxa_batch.manifest_problems import REPEAT_LIMIT, ProblemLog
+from ruxa_batch.schema import KEY_VALUE_MESSAGE, SECRET_HOME, is_secret_name, looks_like_key
 from ruxa_batch.suggest import show
 from ruxa_batch.yamlsource import PathKey, YamlProblem, json_path, read_text
 
@@ -47,6 +48,15 @@ class RowReader:
         if isinstance(raw, list):
             return self._inline(raw, where)
         csv_path = self.base / str(raw)
+        if not _inside(csv_path, self.base):
+            # Else a manifest could read any file the user can (its first line is echoed as the
+            # header) and send its values in prompts.
+            self.log.add(
+                where,
+                f"{show(str(raw))} is outside the manifest's folder; a rows CSV file must be in "
+                "that folder or below it",
+            )
+            return None
         if csv_path not in self._csv_cache:
             self._csv_cache[csv_path] = self._csv(csv_path, where)
         return self._csv_cache[csv_path]
@@ -81,6 +91,12 @@ class RowReader:
             text = read_text(csv_path, display=shown, what="CSV file")
         except YamlProblem as exc:
             fail(exc.problem.message, exc.problem.line)
+            return None
+        secrets = _secret_problems(text, shown, jpath)
+        if secrets:
+            # Reported before anything else: the other messages may quote a cell.
+            for problem in secrets:
+                self.log.append(problem)
             return None
         reader = csv.reader(io.StringIO(text, newline=""), strict=True)
         try:
@@ -130,3 +146,47 @@ class RowReader:
             fail("CSV file has a header but no rows", 1)
             return None
         return Rows(names, values, labels)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is in ``folder`` or below it once symbolic links are followed."""
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):  # a symbolic link loop
+        return False
+
+
+def _names_secret(cell: str) -> bool:
+    """A header cell such as ``api_key``, or a ``.env`` line such as ``RUXA_API_KEY=...``."""
+    return any(is_secret_name(part) for part in re.split(r"[=:\s]+", cell) if part)
+
+
+def _secret_problems(text: str, shown: str, jpath: str) -> list[Problem]:
+    """Key-shaped cells and secret column names in a CSV file, the same check as the
+    manifest's; no message repeats the cell. A malformed file is left to the main reading."""
+    found: list[Problem] = []
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header = True
+    try:
+        for row in reader:
+            for column, cell in enumerate(row, start=1):
+                if looks_like_key(cell):
+                    message = (
+                        f"column {column} of the header looks like a Ruxa API key; {SECRET_HOME}"
+                        if header
+                        else KEY_VALUE_MESSAGE
+                    )
+                elif header and _names_secret(cell):
+                    message = f"column {column} of the header names a secret; {SECRET_HOME}"
+                else:
+                    continue
+                found.append(Problem(shown, reader.line_num, column, jpath, message))
+            header = False
+    except csv.Error:
+        pass
+    if len(found) > REPEAT_LIMIT:
+        more = len(found) - REPEAT_LIMIT
+        first = found[REPEAT_LIMIT]
+        summary = f"... and {more:,} more cell{'s' if more != 1 else ''} that look like secrets"
+        found = [*found[:REPEAT_LIMIT], Problem(shown, first.line, first.col, jpath, summary)]
+    return found

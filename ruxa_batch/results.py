@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ruxa_batch.errors import cannot_write
 from ruxa_batch.jobs import Manifest, display_path
 from ruxa_batch.state import JobRecord
 from ruxa_batch.statuses import JOB_STATUSES, JobStatus
@@ -36,6 +37,9 @@ COLUMNS = (
     "key",
 )
 LIST_COLUMNS = ("images", "result_urls", "files")
+# A spreadsheet opening the CSV runs a cell that starts with one of these as a formula (OWASP,
+# "CSV Injection"); prompts, CSV rows and the API's failMsg are anybody's text.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(frozen=True)
@@ -84,21 +88,31 @@ def build_table(manifest: Manifest, records: Mapping[str, JobRecord]) -> Table:
 
 
 def to_csv(table: Table) -> str:
-    """The table as CSV (lists space-separated)."""
+    """The table as CSV (lists space-separated); a text cell that a spreadsheet would take for
+    a formula gets a leading ``'``, so it shows as the text it is."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)
     for row in table.rows:
-        writer.writerow([_csv_cell(column, row[column]) for column in COLUMNS])
+        cells = [_csv_cell(column, row[column]) for column in COLUMNS]
+        if any("\r" in cell for cell in cells):
+            # The csv module quotes a cell for the characters of its own line ending only: with
+            # "\n", a carriage return in a cell would end the row for most readers.
+            line = io.StringIO()
+            csv.writer(line, lineterminator="\r\n").writerow(cells)
+            buffer.write(line.getvalue()[:-2] + "\n")
+        else:
+            writer.writerow(cells)
     return buffer.getvalue()
 
 
 def _csv_cell(column: str, value: Any) -> str:
-    if column in LIST_COLUMNS:
-        return " ".join(value)
     if isinstance(value, bool):
         return "true" if value else "false"
-    return "" if value is None else str(value)
+    if value is None or isinstance(value, int):
+        return "" if value is None else str(value)  # numbers are ours: never a formula
+    text = " ".join(value) if column in LIST_COLUMNS else str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def to_json(table: Table, summary: Mapping[str, Any]) -> str:
@@ -119,15 +133,24 @@ def to_json(table: Table, summary: Mapping[str, Any]) -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so that readers see the old file or the new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    """Replace ``path`` with ``text`` so that readers see the old file or the new, never half.
+
+    A full disk or a read-only folder is an :class:`~ruxa_batch.errors.EnvironmentProblem`.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise cannot_write(display_path(path), exc) from None
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
             out.write(text)
             out.flush()
             os.fsync(out.fileno())
         os.replace(temp, path)
+    except OSError as exc:
+        Path(temp).unlink(missing_ok=True)
+        raise cannot_write(display_path(path), exc) from None
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise

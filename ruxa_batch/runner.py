@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ruxa_batch.addresses import is_loopback
-from ruxa_batch.client import RuxaClient
+from ruxa_batch.client import RuxaClient, remove_stale_partials
 from ruxa_batch.engine import Engine, EngineOptions, RunOutcome
 from ruxa_batch.errors import (
     EXIT_API_STOPPED,
@@ -64,10 +64,21 @@ class Endpoint:
 
 
 def check_base_url(url: str) -> str:
-    """Refuse anything but https, or http to a loopback address."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"invalid base URL {url!r}: expected https://host")
+    """Refuse anything but https, or http to a loopback address, and credentials in the URL."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises for a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is not None and "@" in parts.netloc:
+        # They would be stored in the state file and shown in messages; the URL is not echoed.
+        raise UsageError(
+            "the base URL contains credentials (user:password@); remove them: the API key "
+            "comes from RUXA_API_KEY or --api-key-file"
+        )
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        shown = repr(url) if "@" not in url else "(not shown: it contains '@')"
+        raise UsageError(f"invalid base URL {shown}: expected https://host")
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise UsageError(
             f"refusing plain http:// to {parts.hostname}: the API key would cross the network "
@@ -77,23 +88,41 @@ def check_base_url(url: str) -> str:
 
 
 def read_api_key(flags: RunFlags) -> str:
-    """The key from --api-key-file or RUXA_API_KEY; a clear error when there is none."""
+    """The key from --api-key-file or RUXA_API_KEY; a clear error when there is none, or when
+    it is not one line of printable ASCII (an HTTP header could not carry it)."""
     if flags.api_key_file is not None:
         try:
             key = flags.api_key_file.read_text(encoding="utf-8").strip()
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
             raise UsageError(f"cannot read API key file {flags.api_key_file}: {reason}") from None
+        except UnicodeDecodeError:
+            raise UsageError(
+                f"API key file {flags.api_key_file} is not UTF-8 text; it must hold only the key"
+            ) from None
         if not key:
             raise UsageError(f"API key file {flags.api_key_file} is empty")
-        return key
+        return _checked_key(key, f"API key file {flags.api_key_file}")
     key = os.environ.get("RUXA_API_KEY", "").strip()
     if not key:
         raise UsageError(
             "no API key: set the RUXA_API_KEY environment variable or pass --api-key-file "
             "(or try the local sandbox with --sandbox)"
         )
-    return key
+    return _checked_key(key, "RUXA_API_KEY")
+
+
+def _checked_key(key: str, source: str) -> str:
+    """``key`` if it is one line of printable ASCII; the error never repeats it."""
+    if "\n" in key or "\r" in key:
+        problem = "holds more than one line"
+    elif not key.isascii():
+        problem = "contains a character that is not ASCII"
+    elif not key.isprintable() or " " in key:
+        problem = "contains a space or a control character"
+    else:
+        return key
+    raise UsageError(f"{source} {problem}; it must hold only the key, on one line")
 
 
 @contextmanager
@@ -153,6 +182,8 @@ def _run_with_store(
         )
     if recorded is None:
         store.set_meta("endpoint", endpoint.identity)
+    # Under the lock: no other run of this state is downloading into the folder.
+    remove_stale_partials(output_dir)
     decisions = flags.decisions.options(max_attempts=tuning.max_attempts)
     options = EngineOptions(
         output_dir=output_dir,

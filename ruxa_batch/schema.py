@@ -37,6 +37,14 @@ _SECRET_NAMES = {
 }
 # What a Ruxa key looks like; the value itself is never echoed.
 _KEY_VALUE = re.compile(r"\bsk-[A-Za-z0-9_-]{16,}")
+SECRET_HOME = (
+    "the API key belongs in the RUXA_API_KEY environment variable, never in a file that goes "
+    "into git"
+)
+KEY_VALUE_MESSAGE = (
+    "this value looks like a Ruxa API key; keys belong in the RUXA_API_KEY environment "
+    "variable, never in a file that goes into git"
+)
 
 _TYPE_WORDS = {
     "string": "a string",
@@ -90,8 +98,14 @@ def is_secret_name(key: str) -> bool:
     return re.sub(r"[^a-z]", "", key.lower()) in _SECRET_NAMES
 
 
+def looks_like_key(text: str) -> bool:
+    """True for text that contains something shaped like a Ruxa key (``sk-...``)."""
+    return _KEY_VALUE.search(text) is not None
+
+
 def secret_problems(doc: Document) -> tuple[list[Problem], set[PathKey]]:
-    """Problems for secret-looking keys and values, and the key paths already reported."""
+    """Problems for secret-looking keys and values, and the paths already reported (no other
+    message may be about them: it could quote the value)."""
     problems: list[Problem] = []
     reported: set[PathKey] = set()
 
@@ -104,8 +118,7 @@ def secret_problems(doc: Document) -> tuple[list[Problem], set[PathKey]]:
                     problems.append(
                         doc.problem(
                             here,
-                            f"{key!r} looks like a secret; the API key belongs in the RUXA_API_KEY "
-                            "environment variable, never in a file that goes into git",
+                            f"{key!r} looks like a secret; {SECRET_HOME}",
                             key=True,
                         )
                     )
@@ -114,14 +127,9 @@ def secret_problems(doc: Document) -> tuple[list[Problem], set[PathKey]]:
         elif isinstance(value, list):
             for index, item in enumerate(value):
                 walk(item, (*path, index))
-        elif isinstance(value, str) and _KEY_VALUE.search(value):
-            problems.append(
-                doc.problem(
-                    path,
-                    "this value looks like a Ruxa API key; keys belong in the RUXA_API_KEY "
-                    "environment variable, never in a file that goes into git",
-                )
-            )
+        elif isinstance(value, str) and looks_like_key(value):
+            reported.add(path)
+            problems.append(doc.problem(path, KEY_VALUE_MESSAGE))
 
     walk(doc.data, ())
     return problems, reported

@@ -14,17 +14,27 @@ The API key is never stored here, in any form.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import functools
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+import stat
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Concatenate, ParamSpec, TypeVar
 
-from ruxa_batch.errors import EXIT_INVALID, RuxaBatchError
+from ruxa_batch.errors import (
+    EXIT_ENVIRONMENT,
+    EXIT_INVALID,
+    EnvironmentProblem,
+    RuxaBatchError,
+    os_reason,
+)
 from ruxa_batch.statuses import FINAL_STATUSES, AttemptOutcome, JobStatus, TaskState
 
 STATE_FILENAME = ".ruxa-batch.sqlite"
@@ -122,7 +132,73 @@ def now_iso() -> str:
 
 
 class StateError(RuxaBatchError):
-    """The state file cannot be used."""
+    """The state file cannot be used (exit 74 when the disk or the file is at fault)."""
+
+
+def sqlite_problem(path: Path, exc: sqlite3.Error) -> StateError | None:
+    """What an SQLite error means for the state file at ``path``, as a one-line error; None
+    for an error that only a bug can cause (a wrong statement, a broken constraint)."""
+    if not isinstance(exc, sqlite3.DatabaseError) or isinstance(
+        exc,
+        (
+            sqlite3.IntegrityError,
+            sqlite3.ProgrammingError,
+            sqlite3.DataError,
+            sqlite3.NotSupportedError,
+            sqlite3.InternalError,
+        ),
+    ):
+        return None
+    # The error's name (Python 3.11+) or, before that, SQLite's words for it.
+    said = f"{getattr(exc, 'sqlite_errorname', '')} {exc}"
+    shown = str(path)
+    if "FULL" in said or "is full" in said:
+        message = (
+            f"cannot write the state file {shown}: the disk is full; free some space and run "
+            "the same command again (everything recorded so far is kept)"
+        )
+    elif "READONLY" in said or "readonly" in said or "CANTOPEN" in said or "unable to open" in said:
+        message = (
+            f"cannot write the state file {shown}: the file system or folder is read-only; "
+            "make it writable or choose another state file with --state"
+        )
+    elif "CORRUPT" in said or "malformed" in said:
+        message = (
+            f"the state file {shown} is damaged ({exc}); keep a copy and try "
+            f"`sqlite3 {shown} .recover`: starting a new state file would submit every job again"
+        )
+    elif "NOTADB" in said or "not a database" in said:
+        return StateError(f"cannot use state file {shown}: {exc}", exit_code=EXIT_INVALID)
+    elif "IOERR" in said or "I/O error" in said:
+        message = (
+            f"cannot use the state file {shown}: {exc}; check the disk (full? read-only?) and "
+            "run the same command again"
+        )
+    else:
+        message = f"cannot use the state file {shown}: {exc}"
+    return StateError(message, exit_code=EXIT_ENVIRONMENT)
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _guarded(
+    method: Callable[Concatenate[StateStore, _P], _R],
+) -> Callable[Concatenate[StateStore, _P], _R]:
+    """Turn the SQLite errors a disk can cause into :class:`StateError`, at the store's edge."""
+
+    @functools.wraps(method)
+    def guarded(self: StateStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            problem = sqlite_problem(self.path, exc)
+            if problem is None:
+                raise
+            raise problem from None
+
+    return guarded
 
 
 class StateLocked(RuxaBatchError):
@@ -151,6 +227,16 @@ class JobRecord:
     open_attempt: int | None  # an attempt still "sending": the create's fate is unknown
     task_state: TaskState | None = None  # the recorded state of the job's latest task
     sizes: tuple[int, ...] = ()  # bytes of each file; empty in files written before migration 3
+    task_created_at: str | None = None  # when the API answered the create of that task
+
+    def task_age(self, *, now: datetime | None = None) -> float:
+        """Seconds since the latest task was created (wall clock; 0 without a task), so that
+        a resumed run counts --task-timeout from the create, not from its own start."""
+        if self.task_created_at is None:
+            return 0.0
+        created = datetime.fromisoformat(self.task_created_at.replace("Z", "+00:00"))
+        current = now if now is not None else datetime.now(timezone.utc)
+        return max(0.0, (current - created).total_seconds())
 
 
 class _Lock:
@@ -161,7 +247,20 @@ class _Lock:
         self.handle: IO[str] | None = None
 
     def acquire(self) -> None:
-        handle = self.path.open("a+", encoding="utf-8")
+        # Never through a symbolic link: the pid written below would truncate its target.
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            if not hasattr(os, "O_NOFOLLOW") and self.path.is_symlink():  # pragma: no cover
+                raise OSError(errno.ELOOP, "a symbolic link")
+            fd = os.open(self.path, flags, 0o644)
+        except OSError as exc:
+            if self.path.is_symlink() or (self.path.exists() and not self.path.is_file()):
+                raise self._not_a_file() from None
+            raise _cannot_write_in(self.path.parent, exc) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise self._not_a_file()
+        handle = os.fdopen(fd, "r+", encoding="utf-8")
         try:
             _lock_file(handle)
         except OSError:
@@ -178,10 +277,42 @@ class _Lock:
         handle.flush()
         self.handle = handle
 
+    def _not_a_file(self) -> StateError:
+        return StateError(
+            f"the lock file {self.path} is a symbolic link or not a regular file; ruxa-batch "
+            "never writes through one: remove it and run again"
+        )
+
     def release(self) -> None:
         if self.handle is not None:
             self.handle.close()
             self.handle = None
+
+
+def _cannot_write_in(folder: Path, exc: OSError) -> EnvironmentProblem:
+    return EnvironmentProblem(
+        f"cannot write the state file in {folder}: {os_reason(exc)}; make it writable or "
+        "choose another state file with --state"
+    )
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """Open ``path`` for reading, also on a read-only file system."""
+    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    try:
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:
+        wal = path.with_name(path.name + "-wal")
+        if wal.exists() and wal.stat().st_size:
+            raise
+        # A read-only folder: SQLite cannot make the shared-memory file a WAL database needs.
+        # With no write-ahead log, every committed change is in the file itself, which can
+        # then be read as immutable.
+        conn.close()
+        conn = sqlite3.connect(
+            f"{path.absolute().as_uri()}?mode=ro&immutable=1", uri=True, isolation_level=None
+        )
+    return conn
 
 
 def _lock_file(handle: IO[str]) -> None:
@@ -206,10 +337,12 @@ class StateStore:
         self._sync = ""
         try:
             if readonly:
-                uri = f"file:{path}?mode=ro"
-                self.conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+                self.conn = _connect_readonly(path)
             else:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise _cannot_write_in(path.parent, exc) from None
                 self.conn = sqlite3.connect(path, isolation_level=None)
             self.conn.row_factory = sqlite3.Row
             self.conn.execute("PRAGMA busy_timeout = 5000")
@@ -226,14 +359,18 @@ class StateStore:
             elif self.schema_version() > len(MIGRATIONS):
                 raise StateError(f"{path} was written by a newer ruxa-batch; upgrade to read it")
         except sqlite3.DatabaseError as exc:
-            raise StateError(f"cannot use state file {path}: {exc}") from None
+            problem = sqlite_problem(path, exc)
+            raise problem or StateError(f"cannot use state file {path}: {exc}") from None
 
     # -- life cycle -----------------------------------------------------------------------
 
     @classmethod
     def open_for_run(cls, path: Path) -> StateStore:
         """Open for writing, holding the one-run-at-a-time lock until :meth:`close`."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _cannot_write_in(path.parent, exc) from None
         lock = _Lock(path.with_name(path.name + ".lock"))
         lock.acquire()
         try:
@@ -259,18 +396,28 @@ class StateStore:
     @contextmanager
     def transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
         """One atomic step; ``durable`` ones are synced to disk before this returns."""
-        wanted = "FULL" if durable else "NORMAL"
-        if not self.readonly and self._sync != wanted:
-            self.conn.execute(f"PRAGMA synchronous = {wanted}")
-            self._sync = wanted
-        self.conn.execute("BEGIN IMMEDIATE")
         try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+            wanted = "FULL" if durable else "NORMAL"
+            if not self.readonly and self._sync != wanted:
+                self.conn.execute(f"PRAGMA synchronous = {wanted}")
+                self._sync = wanted
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+                self.conn.execute("COMMIT")
+            except BaseException:
+                # SQLite may have rolled back already (a full disk does that).
+                if self.conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self.conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            problem = sqlite_problem(self.path, exc)
+            if problem is None:
+                raise
+            raise problem from None
 
+    @_guarded
     def schema_version(self) -> int:
         """The number of migrations applied (0 for a new file)."""
         exists = self.conn.execute(
@@ -281,6 +428,7 @@ class StateStore:
         row = self.conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
         return int(row[0] or 0)
 
+    @_guarded
     def _migrate(self) -> None:
         with self.transaction() as conn:
             conn.execute(
@@ -302,6 +450,7 @@ class StateStore:
 
     # -- runs -------------------------------------------------------------------------------
 
+    @_guarded
     def start_run(self) -> int:
         """Record the start of a run; returns its id."""
         with self.transaction() as conn:
@@ -309,6 +458,7 @@ class StateStore:
         self.run_id = int(cursor.lastrowid or 0)
         return self.run_id
 
+    @_guarded
     def finish_run(self, *, outcome: str, tasks_created: int) -> None:
         """Record how the current run ended."""
         with self.transaction() as conn:
@@ -319,6 +469,7 @@ class StateStore:
 
     # -- jobs -------------------------------------------------------------------------------
 
+    @_guarded
     def ensure_jobs(self, jobs: Iterable[tuple[str, str, int, str]]) -> None:
         """Insert (key, id, variant, request JSON) for jobs not yet known; refresh their ids."""
         stamp = now_iso()
@@ -333,6 +484,7 @@ class StateStore:
                 ],
             )
 
+    @_guarded
     def job_records(self) -> dict[str, JobRecord]:
         """Every job row, by identity key."""
         open_attempts = {
@@ -347,7 +499,8 @@ class StateStore:
         has_sizes = self.schema_version() >= 3
         records = {}
         for row in self.conn.execute(
-            "SELECT jobs.*, tasks.state AS task_state FROM jobs "
+            "SELECT jobs.*, tasks.state AS task_state, tasks.created_at AS task_created_at "
+            "FROM jobs "
             "LEFT JOIN tasks ON tasks.task_id = jobs.task_id"
         ):
             records[row["key"]] = JobRecord(
@@ -367,9 +520,11 @@ class StateStore:
                 open_attempt=open_attempts.get(row["key"]),
                 task_state=_task_state(row["task_state"]),
                 sizes=tuple(json.loads(row["sizes"])) if has_sizes else (),
+                task_created_at=row["task_created_at"],
             )
         return records
 
+    @_guarded
     def set_status(
         self,
         key: str,
@@ -401,6 +556,7 @@ class StateStore:
 
     # -- attempts and tasks (the write-ahead part) -------------------------------------------
 
+    @_guarded
     def begin_attempt(self, key: str) -> int:
         """Commit the intent to create a task, before the request is sent; returns its number."""
         stamp = now_iso()
@@ -421,6 +577,7 @@ class StateStore:
             )
         return attempt
 
+    @_guarded
     def record_task(self, key: str, attempt: int, task_id: str) -> None:
         """Commit the task ID the API answered with, before anything else happens to the job."""
         stamp = now_iso()
@@ -441,6 +598,7 @@ class StateStore:
                 (task_id, JobStatus.RUNNING, stamp, key),
             )
 
+    @_guarded
     def close_attempt(self, key: str, attempt: int, outcome: AttemptOutcome, detail: str) -> None:
         """Record that a create got no task ID: ``rejected`` (an API error) or ``ambiguous``.
 
@@ -460,6 +618,7 @@ class StateStore:
                     (stamp, key),
                 )
 
+    @_guarded
     def update_task(
         self,
         task_id: str,
@@ -485,6 +644,7 @@ class StateStore:
                     (urls, stamp, task_id),
                 )
 
+    @_guarded
     def task_owner(self, task_id: str) -> str | None:
         """The job a task ID is recorded for (None: not recorded)."""
         row = self.conn.execute(
@@ -492,6 +652,7 @@ class StateStore:
         ).fetchone()
         return None if row is None else str(row[0])
 
+    @_guarded
     def flag_possible_duplicate(self, key: str) -> None:
         """Mark a job as one whose tasks may have been charged twice."""
         with self.transaction() as conn:
@@ -500,6 +661,7 @@ class StateStore:
                 (now_iso(), key),
             )
 
+    @_guarded
     def task_state(self, task_id: str) -> tuple[TaskState | None, tuple[str, ...]]:
         """A task's recorded state and result URLs (None: no such task recorded)."""
         row = self.conn.execute(
@@ -509,6 +671,7 @@ class StateStore:
             return (None, ())
         return (_task_state(row["state"]), tuple(json.loads(row["result_urls"])))
 
+    @_guarded
     def record_files(
         self,
         key: str,
@@ -533,6 +696,7 @@ class StateStore:
                 ),
             )
 
+    @_guarded
     def rename_file(self, key: str, old: str, new: str) -> None:
         """One of the job's pictures was moved from ``old`` to ``new`` (same bytes)."""
         with self.transaction() as conn:
@@ -545,6 +709,7 @@ class StateStore:
                 (json.dumps(files), now_iso(), key),
             )
 
+    @_guarded
     def tasks_created_this_run(self) -> int:
         """Tasks the current run has created (read once, when a run ends abruptly)."""
         row = self.conn.execute(
@@ -553,6 +718,7 @@ class StateStore:
         ).fetchone()
         return int(row[0])
 
+    @_guarded
     def history(self) -> dict[str, Any]:
         """Runs so far, tasks ever created, and the total time the runs took."""
         seconds = 0.0
@@ -566,11 +732,13 @@ class StateStore:
         tasks = self.conn.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]
         return {"runs": runs, "tasks_created": int(tasks), "seconds": seconds}
 
+    @_guarded
     def get_meta(self, key: str) -> str | None:
         """A value from the meta table."""
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
+    @_guarded
     def set_meta(self, key: str, value: str) -> None:
         """Store a value in the meta table."""
         with self.transaction() as conn:
@@ -580,6 +748,7 @@ class StateStore:
                 (key, value),
             )
 
+    @_guarded
     def tasks_for(self, key: str) -> list[dict[str, Any]]:
         """Every task ever created for a job, oldest first."""
         return [
@@ -589,6 +758,7 @@ class StateStore:
             )
         ]
 
+    @_guarded
     def all_task_ids(self) -> set[str]:
         """Every task ID recorded in this state file."""
         return {row[0] for row in self.conn.execute("SELECT task_id FROM tasks")}

@@ -54,6 +54,23 @@ EXPECTED: dict[str, list[str]] = {
         "bad_header.csv:1:2: $.jobs[0].rows: column 2 is named 'product name'; use a variable "
         "name (letters, digits and _, not starting with a digit)"
     ],
+    "csv_secret_in_header.yaml": [
+        "secret_header.env:1:1: $.jobs[0].rows: column 1 of the header looks like a Ruxa API "
+        "key; the API key belongs in the RUXA_API_KEY environment variable, never in a file that "
+        "goes into git"
+    ],
+    "csv_secret_column.yaml": [
+        "secret_column.csv:1:2: $.jobs[0].rows: column 2 of the header names a secret; the API "
+        "key belongs in the RUXA_API_KEY environment variable, never in a file that goes into git"
+    ],
+    "csv_secret_value.yaml": [
+        "secret_value.csv:3:2: $.jobs[0].rows: this value looks like a Ruxa API key; keys belong "
+        "in the RUXA_API_KEY environment variable, never in a file that goes into git"
+    ],
+    "csv_outside_folder.yaml": [
+        "csv_outside_folder.yaml:6:11: $.jobs[0].rows: '../../../../etc/passwd' is outside the "
+        "manifest's folder; a rows CSV file must be in that folder or below it"
+    ],
     "matrix_explosion.yaml": [
         "matrix_explosion.yaml:3:5: $.jobs[0]: the manifest expands to more than 100,000 jobs "
         "counting variants (this entry alone: 160,000); raise --max-jobs if that is intended"
@@ -120,6 +137,11 @@ EXPECTED: dict[str, list[str]] = {
     "api_key_value.yaml": [
         "api_key_value.yaml:3:9: $.vars.auth: this value looks like a Ruxa API key; keys belong "
         "in the RUXA_API_KEY environment variable, never in a file that goes into git"
+    ],
+    "api_key_as_image_size.yaml": [
+        "api_key_as_image_size.yaml:5:17: $.jobs[0].image_size: this value looks like a Ruxa API "
+        "key; keys belong in the RUXA_API_KEY environment variable, never in a file that goes "
+        "into git"
     ],
     "several_problems.yaml": [
         "several_problems.yaml:2:1: $.nmae: unknown key 'nmae'; did you mean 'name'?",
@@ -235,6 +257,78 @@ def test_csv_unterminated_quote(run, hermetic: Path) -> None:
     assert result.err == (
         "rows.csv:2:1: $.jobs[0].rows: malformed CSV: a quoted field is never closed\n"
     )
+
+
+ROWS_MANIFEST = (
+    "version: 1\njobs:\n  - id: '{sku}'\n    prompt: p\n"
+    "    images: ['https://cdn.example.com/{sku}.png']\n    rows: %s\n"
+)
+
+
+def test_a_symlink_to_a_csv_outside_the_folder_is_refused(run, hermetic: Path) -> None:
+    outside = hermetic.parent / "outside.csv"
+    outside.write_text("sku\nmug\n")
+    (hermetic / "rows.csv").symlink_to(outside)
+    (hermetic / "m.yaml").write_text(ROWS_MANIFEST % "rows.csv")
+    result = run(["ruxa-batch", "validate", "m.yaml"])
+    assert (result.code, result.err) == (
+        2,
+        "m.yaml:6:11: $.jobs[0].rows: 'rows.csv' is outside the manifest's folder; a rows CSV "
+        "file must be in that folder or below it\n",
+    )
+    planned = run(["ruxa-batch", "plan", "m.yaml"])
+    assert planned.code == 2 and "outside the manifest's folder" in planned.err
+
+
+def test_an_absolute_csv_path_is_refused(run, hermetic: Path) -> None:
+    (hermetic / "m.yaml").write_text(ROWS_MANIFEST % "/etc/hostname")
+    result = run(["ruxa-batch", "validate", "m.yaml"])
+    assert result.code == 2
+    assert result.err == (
+        "m.yaml:6:11: $.jobs[0].rows: '/etc/hostname' is outside the manifest's folder; a rows "
+        "CSV file must be in that folder or below it\n"
+    )
+
+
+def test_csv_files_in_subfolders_and_links_inside_the_folder_are_fine(run, hermetic: Path) -> None:
+    (hermetic / "data").mkdir()
+    (hermetic / "data" / "rows.csv").write_text("sku\nmug\n")
+    (hermetic / "link.csv").symlink_to(hermetic / "data" / "rows.csv")
+    (hermetic / "a.yaml").write_text(ROWS_MANIFEST % "data/rows.csv")
+    (hermetic / "b.yaml").write_text(ROWS_MANIFEST % "data/../link.csv")
+    result = run(["ruxa-batch", "validate", "a.yaml", "b.yaml"])
+    assert (result.code, result.out) == (0, "a.yaml: ok, 1 job\nb.yaml: ok, 1 job\n")
+
+
+def test_a_dotenv_file_as_rows_never_shows_its_values(run, hermetic: Path) -> None:
+    (hermetic / ".env").write_text("RUXA_API_KEY=live-123 456\nOTHER=sk-live-0123456789abcdefXY\n")
+    (hermetic / "m.yaml").write_text(ROWS_MANIFEST % ".env")
+    result = run(["ruxa-batch", "validate", "m.yaml"])
+    assert result.code == 2
+    assert result.err.splitlines() == [
+        ".env:1:1: $.jobs[0].rows: column 1 of the header names a secret; the API key belongs in "
+        "the RUXA_API_KEY environment variable, never in a file that goes into git",
+        ".env:2:1: $.jobs[0].rows: this value looks like a Ruxa API key; keys belong in the "
+        "RUXA_API_KEY environment variable, never in a file that goes into git",
+    ]
+
+
+def test_many_keys_in_a_csv_are_summarised(run, hermetic: Path) -> None:
+    keys = "".join(f"p{i},sk-test-{i:020d}\n" for i in range(6))
+    (hermetic / "rows.csv").write_text("sku,note\n" + keys)
+    (hermetic / "m.yaml").write_text(ROWS_MANIFEST % "rows.csv")
+    result = run(["ruxa-batch", "validate", "m.yaml"])
+    lines = result.err.splitlines()
+    assert [line.split(": ", 1)[0] for line in lines] == [
+        "rows.csv:2:2",
+        "rows.csv:3:2",
+        "rows.csv:4:2",
+        "rows.csv:5:2",
+    ]
+    assert lines[-1] == (
+        "rows.csv:5:2: $.jobs[0].rows: ... and 3 more cells that look like secrets"
+    )
+    assert "sk-test" not in result.err
 
 
 def test_one_bad_manifest_does_not_stop_the_others(run, data_dir: Path) -> None:

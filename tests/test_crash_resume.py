@@ -190,6 +190,8 @@ def test_sigkill_at_random_moments_then_resume(
 
     final = finish(start(server, hermetic, *flags))
     assert final.code == 0, final.err
+    # A download cut by a kill left its temporary file; the next run removed it.
+    assert list(out.rglob("*.part")) == []
 
     document = results_json(out)
     jobs = document["jobs"]
@@ -467,3 +469,54 @@ def test_kill_while_creates_wait_for_the_rate_limiter_is_not_ambiguous(
         "duplicates) although the API never received their create: their attempt was recorded "
         "as 'sending' while the create still waited for the rate limiter"
     )
+
+
+def test_part_files_of_a_killed_run_are_removed_by_the_next_run(
+    run, hermetic: Path, sandbox_factory: SandboxFactory, monkeypatch
+) -> None:
+    server = sandbox_factory(generation_time=0.05)
+    monkeypatch.setenv("RUXA_API_KEY", server.api_key)
+    write_manifest(hermetic, "parts", 2)
+    out = hermetic / "out" / "parts"
+    (out / "sub").mkdir(parents=True)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a process that no longer exists, like a killed run
+    stale = [out / f".job-000-1.png.{gone.pid}.part", out / "sub" / f".x-1.jpg.{gone.pid}.part"]
+    kept = [
+        out / f".job-001-1.png.{os.getppid()}.part",  # its process is alive: another run's
+        out / ".notes.part",
+        out / f"job-000-1.png.{gone.pid}.part",
+        out / f".job-000-1.png.{gone.pid}.part.bak",
+        out / "sub" / f".x-1.jpg.{gone.pid}.partial",
+    ]
+    for path in stale + kept:
+        path.write_bytes(b"half a picture")
+    result = run(["ruxa-batch", "run", "m.yaml", "--base-url", server.base_url, *FAST])
+    assert result.code == 0, result.err
+    assert [path.exists() for path in stale] == [False, False]
+    assert [path.exists() for path in kept] == [True] * len(kept)
+
+
+def test_a_lock_file_that_is_a_symlink_is_refused_not_followed(
+    run, hermetic: Path, sandbox_factory: SandboxFactory, monkeypatch
+) -> None:
+    server = sandbox_factory(generation_time=0.05)
+    monkeypatch.setenv("RUXA_API_KEY", server.api_key)
+    write_manifest(hermetic, "lock", 1)
+    out = hermetic / "out" / "lock"
+    out.mkdir(parents=True)
+    victim = hermetic / "precious.txt"
+    victim.write_text("keep me\n")
+    (out / f"{STATE_FILENAME}.lock").symlink_to(victim)
+    result = run(["ruxa-batch", "run", "m.yaml", "--base-url", server.base_url, *FAST])
+    assert (result.code, result.err) == (
+        2,
+        f"error: the lock file out/lock/{STATE_FILENAME}.lock is a symbolic link or not a "
+        "regular file; ruxa-batch never writes through one: remove it and run again\n",
+    )
+    assert victim.read_text() == "keep me\n"
+    assert server.counters()["creates"] == 0
+    (out / f"{STATE_FILENAME}.lock").unlink()
+    (out / f"{STATE_FILENAME}.lock").mkdir()
+    result = run(["ruxa-batch", "run", "m.yaml", "--base-url", server.base_url, *FAST])
+    assert result.code == 2 and "is a symbolic link or not a regular file" in result.err

@@ -7,6 +7,10 @@ so a test of a 900-second timeout or of a server's Retry-After takes millisecond
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +18,12 @@ from fixtures_sandbox import SandboxFactory
 
 from ruxa_batch.client import RuxaClient
 from ruxa_batch.decide import Options
-from ruxa_batch.engine import Engine, EngineOptions
+from ruxa_batch.engine import Engine, EngineOptions, Events
+from ruxa_batch.jobs import Job
 from ruxa_batch.manifest import load_manifest
 from ruxa_batch.ratelimit import RateLimiter
-from ruxa_batch.state import StateStore
-from ruxa_batch.statuses import JobStatus
+from ruxa_batch.state import JobRecord, StateStore
+from ruxa_batch.statuses import JobStatus, StopReason
 from ruxa_batch.timing import ManualTimer
 
 
@@ -136,3 +141,104 @@ def test_creates_that_can_no_longer_be_sent_leave_without_a_token(
     sent = counters["creates"] + counters["queries"]
     assert limiter.granted == sent  # no token went to a request that was never sent
     assert timer.now() - 1000.0 < sent / 5 + 2  # the run lasts as long as what it sends
+
+
+class HaltOnSubmit(Events):
+    """Stops the run as soon as a task is created, the way a Ctrl-C right after a create does."""
+
+    engine: Engine | None = None
+
+    def job_submitted(self, job: Job, task_id: str) -> None:
+        assert self.engine is not None
+        self.engine.halt(StopReason.INTERRUPTED)
+
+
+def start_then_stop(folder: Path, server: Any, *, created_ago: float) -> None:
+    """A first run that creates the task and stops; the task's create is then ``created_ago``
+    seconds in the past, as if the run had stopped that long ago."""
+    manifest = load_manifest(manifest_of(folder, 1))
+    store = StateStore.open_for_run(folder / "state.sqlite")
+    events = HaltOnSubmit()
+    options = EngineOptions(
+        output_dir=folder / "out",
+        decisions=Options(max_attempts=1),
+        poll_interval=3.0,
+        task_timeout=900.0,
+        max_download_bytes=10**6,
+    )
+
+    async def main() -> None:
+        timer = ManualTimer()
+        client = RuxaClient(
+            base_url=server.base_url,
+            api_key=server.api_key,
+            concurrency=4,
+            limiter=RateLimiter(1000, timer=timer),
+        )
+        async with client:
+            engine = Engine(manifest, store, client, options, events=events, timer=timer)
+            events.engine = engine
+            await engine.run()
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()
+    then = datetime.now(timezone.utc) - timedelta(seconds=created_ago)
+    with sqlite3.connect(folder / "state.sqlite") as db:
+        db.execute("UPDATE tasks SET created_at = ?", (then.strftime("%Y-%m-%dT%H:%M:%SZ"),))
+    db.close()
+
+
+def test_task_timeout_counts_from_the_create_across_a_resume(
+    hermetic: Path, sandbox_factory: SandboxFactory
+) -> None:
+    server = sandbox_factory(generation_time=3600)
+    start_then_stop(hermetic, server, created_ago=600)
+    assert server.counters()["creates"] == 1
+    timer = ManualTimer()
+    records = run_engine(hermetic, server, 1, timer, task_timeout=900.0, max_attempts=1)
+    (record,) = records.values()
+    assert (record.status, record.error) == (JobStatus.FAILED, "task unfinished after 900 s")
+    # About 300 s were left of the task's 900, not a fresh 900 (the stamp has whole seconds).
+    assert 300.0 <= timer.now() - 1000.0 <= 335.0
+    assert server.counters()["creates"] == 1
+
+
+def test_a_resumed_task_past_its_timeout_is_queried_once_first(
+    hermetic: Path, sandbox_factory: SandboxFactory
+) -> None:
+    server = sandbox_factory(generation_time=0.05)
+    start_then_stop(hermetic, server, created_ago=7200)
+    time.sleep(0.1)  # the task has finished on the server while no run was watching
+    timer = ManualTimer()
+    queries = server.counters()["queries"]
+    records = run_engine(hermetic, server, 1, timer, task_timeout=900.0, max_attempts=1)
+    (record,) = records.values()
+    assert record.status == JobStatus.SUCCEEDED
+    assert server.counters()["queries"] == queries + 1
+    assert server.counters()["creates"] == 1
+
+
+def test_task_age_is_measured_from_the_recorded_create() -> None:
+    record = JobRecord(
+        key="k",
+        id="j",
+        variant=1,
+        status=JobStatus.RUNNING,
+        attempts=1,
+        possible_duplicate=False,
+        task_id="t",
+        result_urls=(),
+        files=(),
+        sha256=(),
+        error=None,
+        submitted_at="2025-03-01T11:59:00Z",
+        finished_at=None,
+        open_attempt=None,
+        task_created_at="2025-03-01T12:00:00Z",
+    )
+    noon = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+    assert record.task_age(now=noon + timedelta(minutes=10, seconds=1)) == 601.0
+    assert record.task_age(now=noon - timedelta(seconds=5)) == 0.0  # a clock set back
+    assert replace(record, task_created_at=None).task_age(now=noon) == 0.0

@@ -1,0 +1,84 @@
+"""The results files: results.csv is safe to open in a spreadsheet, results.json stays exact."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from ruxa_batch.manifest import load_manifest
+from ruxa_batch.results import build_table, to_csv, to_json
+from ruxa_batch.state import JobRecord
+from ruxa_batch.statuses import JobStatus
+
+PROMPTS = {
+    "job-1": '=HYPERLINK("https://evil.example","click")',
+    "plus": "+1+1",
+    "minus": "-2+3",
+    "at": "@SUM(A1:A2)",
+    "tab": "\tcmd",
+    "cr": "\rcmd",
+    "plain": "Put it on a table = nice",
+}
+
+
+def manifest(folder: Path) -> Path:
+    entries = "".join(
+        f"  - id: {job_id}\n    prompt: {json.dumps(prompt)}\n"
+        f"    images: ['https://cdn.example.com/{job_id}.png']\n"
+        for job_id, prompt in PROMPTS.items()
+    )
+    path = folder / "m.yaml"
+    path.write_text("version: 1\nname: t\njobs:\n" + entries)
+    return path
+
+
+def test_csv_cells_a_spreadsheet_would_run_start_with_a_quote(hermetic: Path) -> None:
+    loaded = load_manifest(manifest(hermetic))
+    first = loaded.jobs[0]
+    record = JobRecord(
+        key=first.key,
+        id=first.id,
+        variant=1,
+        status=JobStatus.FAILED,
+        attempts=3,
+        possible_duplicate=False,
+        task_id="-task",
+        result_urls=("=evil()", "https://cdn.example.com/r.png"),
+        files=(),
+        sha256=(),
+        error="=cmd|' /C calc'!A0 (code -1)",
+        submitted_at="2025-01-01T00:00:00Z",
+        finished_at=None,
+        open_attempt=None,
+    )
+    table = build_table(loaded, {first.key: record})
+    rows = list(csv.DictReader(io.StringIO(to_csv(table), newline="")))
+    assert {row["id"]: row["prompt"] for row in rows} == {
+        "job-1": '\'=HYPERLINK("https://evil.example","click")',
+        "plus": "'+1+1",
+        "minus": "'-2+3",
+        "at": "'@SUM(A1:A2)",
+        "tab": "'\tcmd",
+        "cr": "'\rcmd",
+        "plain": "Put it on a table = nice",
+    }
+    failed = rows[0]
+    assert failed["error"] == "'=cmd|' /C calc'!A0 (code -1)"
+    assert failed["task_id"] == "'-task"
+    assert failed["result_urls"] == "'=evil() https://cdn.example.com/r.png"
+    # Our own numbers, booleans, times and ids with a '-' inside are left alone.
+    assert (failed["variant"], failed["attempts"], failed["possible_duplicate"]) == (
+        "1",
+        "3",
+        "false",
+    )
+    assert failed["submitted_at"] == "2025-01-01T00:00:00Z"
+    assert rows[2]["id"] == "minus" and rows[2]["images"] == "https://cdn.example.com/minus.png"
+    # The JSON keeps every value exactly.
+    jobs = json.loads(to_json(table, {}))["jobs"]
+    assert [job["prompt"] for job in jobs] == list(PROMPTS.values())
+    assert jobs[0]["error"] == "=cmd|' /C calc'!A0 (code -1)"
+    assert jobs[0]["task_id"] == "-task"
+    assert jobs[0]["result_urls"] == ["=evil()", "https://cdn.example.com/r.png"]
