@@ -11,9 +11,6 @@ import pytest
 
 from ruxa_batch.cli import main
 
-DATA = Path(__file__).parent / "data"
-REPO = Path(__file__).parent.parent
-
 pytest_plugins = ["fixtures_sandbox"]
 
 

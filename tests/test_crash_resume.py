@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fixtures_sandbox import SandboxFactory, eventually, read_png
+from helpers import SandboxFactory, eventually, read_png
 
 from ruxa_batch.sandbox import SandboxServer
 from ruxa_batch.state import STATE_FILENAME, StateError, StateStore

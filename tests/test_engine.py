@@ -5,51 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import drive, engine_for, results, run_args, write_manifest
 
-from ruxa_batch.client import RuxaClient, TaskInfo
-from ruxa_batch.engine import Engine, EngineOptions
-from ruxa_batch.manifest import Job, load_manifest
-from ruxa_batch.ratelimit import RateLimiter
+from ruxa_batch.client import TaskInfo
+from ruxa_batch.manifest import Job
 from ruxa_batch.state import StateStore
-
-
-def write_manifest(folder: Path, count: int, *, variants: int = 1, extra: str = "") -> Path:
-    rows = "".join(f"      - {{n: '{i:03d}'}}\n" for i in range(count))
-    path = folder / "m.yaml"
-    path.write_text(
-        "version: 1\nname: t\n" + extra + "output:\n  filename: '{id}-v{variant}-{n}.{ext}'\n"
-        "jobs:\n  - id: 'job-{n}'\n    prompt: 'Edit picture {n}'\n"
-        "    images: ['https://cdn.example.com/{n}.png']\n"
-        f"    variants: {variants}\n    rows:\n" + rows
-    )
-    return path
-
-
-def run_args(server: Any, *extra: str) -> list[str]:
-    return [
-        "ruxa-batch",
-        "run",
-        "m.yaml",
-        "--base-url",
-        server.base_url,
-        "--no-progress",
-        "--poll-interval",
-        "0.05",
-        "--rate-limit",
-        "1000",
-        "--retry-backoff",
-        "0.01",
-        *extra,
-    ]
-
-
-def results(folder: Path) -> dict[str, Any]:
-    document: dict[str, Any] = json.loads((folder / "out" / "t" / "results.json").read_text())
-    return document
 
 
 @pytest.fixture
@@ -381,36 +344,6 @@ def test_renaming_a_job_does_not_resubmit_it(run, hermetic, sandbox, keyed) -> N
 
 
 # -- engine-level tests (fast backoff, hand-made jobs) ------------------------------------------
-
-
-def engine_for(manifest_path: Path, server: Any, tmp: Path, **options: Any) -> Engine:
-    manifest = load_manifest(manifest_path)
-    store = StateStore.open_for_run(tmp / "state.sqlite")
-    client = RuxaClient(
-        base_url=server.base_url, api_key=server.api_key, concurrency=4, limiter=RateLimiter(1000)
-    )
-    settings = {
-        "output_dir": tmp / "out",
-        "poll_interval": 0.05,
-        "max_attempts": 3,
-        "task_timeout": 30.0,
-        "retry_failed": False,
-        "at_most_once": False,
-        "retry_uncertain": False,
-        "download": True,
-        "max_download_bytes": 10**6,
-        "backoff_base": 0.01,
-        **options,
-    }
-    return Engine(manifest, store, client, EngineOptions(**settings))
-
-
-async def drive(engine: Engine) -> None:
-    try:
-        await engine.run()
-    finally:
-        await engine.client.aclose()
-        engine.store.close()
 
 
 def test_422_fails_that_job_only(hermetic, sandbox) -> None:

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from test_engine import drive, engine_for, write_manifest
+from helpers import drive, engine_for, write_manifest
 
 
 def counted_run(folder: Path, server: Any, jobs: int) -> tuple[int, int]:

@@ -10,8 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO
-from test_engine import results, run_args, write_manifest
+from helpers import REPO, results, run_args, write_manifest
 
 EVIL = "<script>document.title='pwned'</script><img src=x onerror=\"document.title='pwned'\">"
 

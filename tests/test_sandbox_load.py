@@ -7,7 +7,7 @@ import json
 import time
 
 import httpx
-from fixtures_sandbox import SandboxFactory, edit_request
+from helpers import SandboxFactory, edit_request
 
 JOBS = 2000
 CONCURRENCY = 32
