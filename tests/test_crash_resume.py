@@ -28,7 +28,7 @@ from typing import Any
 from helpers import SandboxFactory, eventually, read_png
 
 from ruxa_batch.sandbox import SandboxServer
-from ruxa_batch.state import STATE_FILENAME, StateError, StateStore
+from ruxa_batch.state import CREATED, SENDING, STATE_FILENAME, SUCCEEDED, StateError, StateStore
 
 # Fast enough that a 200-job run takes a few seconds, slow enough that kills land mid-run.
 FAST = ["--no-progress", "--poll-interval", "0.05", "--rate-limit", "200", "--concurrency", "16"]
@@ -164,31 +164,99 @@ def results_json(folder: Path) -> dict[str, Any]:
     return document
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """What a state file says at one moment, read without disturbing the run that writes it."""
+
+    run: int  # the latest run's id (0: no run yet)
+    created: int  # creates whose task ID is recorded, by every run
+    # (job key, attempt) of the creates the latest run sent and saw no answer to (yet)
+    sending: tuple[tuple[str, int], ...]
+    unfinished: int  # jobs not succeeded
+
+
+def snapshot(state_file: Path) -> Snapshot | None:
+    """The state file's :class:`Snapshot`; None while the first run has not created it yet."""
+    try:
+        with closing(StateStore(state_file, readonly=True)) as store:
+            run = store.conn.execute("SELECT COALESCE(MAX(run_id), 0) FROM runs").fetchone()[0]
+            (created,) = store.conn.execute(
+                "SELECT COUNT(*) FROM attempts WHERE outcome = ?", (CREATED,)
+            ).fetchone()
+            sending = store.conn.execute(
+                "SELECT job_key, attempt FROM attempts WHERE outcome = ? AND run_id = ?",
+                (SENDING, run),
+            ).fetchall()
+            (unfinished,) = store.conn.execute(
+                "SELECT COUNT(*) FROM jobs WHERE status != ?", (SUCCEEDED,)
+            ).fetchone()
+    except (sqlite3.Error, StateError):
+        return None  # not created, or not migrated yet
+    return Snapshot(run, created, tuple((key, attempt) for key, attempt in sending), unfinished)
+
+
+def in_flight(state_file: Path, run: int, target: int) -> bool:
+    """Whether the state shows run number ``run`` with a create unanswered, once ``target``
+    tasks are recorded. Creates left "sending" by the run killed before do not count."""
+    state = snapshot(state_file)
+    return (
+        state is not None and state.run == run and state.created >= target and bool(state.sending)
+    )
+
+
 def test_sigkill_at_random_moments_then_resume(
     hermetic: Path, sandbox_factory: SandboxFactory
 ) -> None:
+    # Every request takes 0.05 s on the server, so a create spends that long between leaving
+    # and its answer being recorded: a kill while the state shows it "sending" lands there.
     server = sandbox_factory(generation_time=0.3, latency=0.05, seed=20260401)
     write_manifest(hermetic, "crash", 200)
     out = output_dir(hermetic, "crash")
     state_file = out / STATE_FILENAME
-    # 60 requests/s: ~7 s of work for 200 creates + 200 queries, so the kills land mid-run.
-    flags = [*FAST, "--rate-limit", "60"]
+    # Each kill comes once a random number of tasks is recorded (so the runs die at different
+    # stages of the batch) and the run being killed has a create on the wire. The targets leave
+    # at least 50 creates to go, so there is always one to catch.
     rng = random.Random(1)
-    moments = [round(rng.uniform(0.3, 2.0), 2) for _ in range(5)]
+    targets = sorted(rng.sample(range(5, 150), 5))
     outcomes = []
-    for moment in moments:
-        process = start(server, hermetic, *flags)
-        try:
-            process.wait(timeout=moment)
-        except subprocess.TimeoutExpired:
-            kill(process)
-            outcomes.append(f"killed at {moment} s")
-            continue
-        done = finish(process)
-        assert done.code == 0, done.err
-        outcomes.append(f"finished before {moment} s")
+    lost_answers = 0  # kills after which the API turned out to hold a task the state lacks
+    for number, target in enumerate(targets, start=1):
+        process = start(server, hermetic, *FAST)
 
-    final = finish(start(server, hermetic, *flags))
+        def moment(
+            process: subprocess.Popen[str] = process, number: int = number, target: int = target
+        ) -> bool:
+            return process.poll() is not None or in_flight(state_file, number, target)
+
+        try:
+            seen = eventually(moment, timeout=RUN_TIMEOUT)
+            assert seen and process.poll() is None, (
+                f"run {number} ended (or never got to {target} tasks) without a create of its "
+                "own seen in flight"
+            )
+        finally:
+            kill(process)
+        after = snapshot(state_file)
+        assert after is not None and after.run == number
+        # The kill interrupted work: jobs were left, and this run's creates were unanswered.
+        assert after.unfinished > 0, after
+        assert after.sending, f"run {number} had every create answered before the kill: {after}"
+        # A first attempt still "sending" whose request the sandbox then receives (its latency
+        # still running) proves that the create had left when the run died.
+        requests = job_requests(state_file)
+        first_tries = {requests[key] for key, attempt in after.sending if attempt == 1}
+        if first_tries and eventually(
+            lambda first_tries=first_tries: bool(first_tries & set(sandbox_groups(server))),
+            timeout=1.0,
+        ):
+            lost_answers += 1
+        outcomes.append(
+            f"killed with {after.created} tasks recorded, {len(after.sending)} creates unanswered"
+        )
+    assert lost_answers > 0, "no kill fell between a create reaching the API and its answer"
+
+    server.update(latency=0.0)  # no more kills: the last run just finishes the batch
+    final = finish(start(server, hermetic, *FAST))
     assert final.code == 0, final.err
 
     document = results_json(out)
@@ -221,6 +289,7 @@ def test_sigkill_at_random_moments_then_resume(
     assert set(groups) == set(requests.values())
     duplicated = {key_of[request] for request, tasks in groups.items() if len(tasks) > 1}
     flagged = {job["key"] for job in jobs if job["possible_duplicate"]}
+    assert duplicated, "no job has two tasks, although creates were lost to kills"
     assert duplicated <= flagged, "jobs with two tasks that are not flagged possible_duplicate"
     assert document["summary"]["possible_duplicates"] == len(flagged)
     extra = server.counters()["creates"] - 200
