@@ -7,11 +7,14 @@ is stopped at teardown.
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from helpers import SandboxFactory
+from helpers import SandboxFactory, SandboxProcess
 
 from ruxa_batch.sandbox import SandboxConfig, SandboxServer
 
@@ -38,3 +41,39 @@ def sandbox_factory() -> Iterator[SandboxFactory]:
 def sandbox(sandbox_factory: SandboxFactory) -> SandboxServer:
     """A healthy sandbox (no faults) whose tasks finish after 0.05 s."""
     return sandbox_factory()
+
+
+@pytest.fixture
+def sandbox_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
+    """A healthy sandbox in its own process (as users run it), on a free loopback port, whose
+    tasks finish after 0.05 s. A load test's client then does not share a GIL with it."""
+    key = "sk-sandbox-load-test"
+    errors = tmp_path_factory.mktemp("sandbox") / "stderr.txt"
+    with errors.open("w") as stderr:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ruxa_batch",
+                "sandbox",
+                "--port",
+                "0",
+                "--generation-time",
+                str(FAST_GENERATION),
+                "--api-key",
+                key,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+    assert process.stdout is not None
+    first = process.stdout.readline()
+    match = re.search(r"serving at (http://127\.0\.0\.1:\d+)", first)
+    try:
+        assert match, first + errors.read_text()
+        yield SandboxProcess(match.group(1), key)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        process.stdout.close()

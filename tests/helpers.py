@@ -10,8 +10,10 @@ import json
 import ssl
 import struct
 import time
+import urllib.request
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,6 +36,20 @@ class SandboxFactory(Protocol):
     """``sandbox_factory(fail_rate=0.5, seed=1)``: a started server."""
 
     def __call__(self, **fields: Any) -> SandboxServer: ...
+
+
+@dataclass(frozen=True)
+class SandboxProcess:
+    """A sandbox serving from another process (see the ``sandbox_process`` fixture)."""
+
+    base_url: str
+    api_key: str
+
+    def counters(self) -> dict[str, int]:
+        """The sandbox's counters, from ``GET /_sandbox/counters``."""
+        with urllib.request.urlopen(self.base_url + "/_sandbox/counters", timeout=10) as answer:
+            counters: dict[str, int] = json.load(answer)
+        return counters
 
 
 # Building the CA store costs ~20 ms per httpx client; the sandbox is plain HTTP anyway.

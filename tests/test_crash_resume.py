@@ -25,10 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from helpers import SandboxFactory, eventually, read_png
 
 from ruxa_batch.sandbox import SandboxServer
 from ruxa_batch.state import CREATED, SENDING, STATE_FILENAME, SUCCEEDED, StateError, StateStore
+
+# Every test here starts real processes and waits for them: seconds each.
+pytestmark = pytest.mark.slow
 
 # Fast enough that a 200-job run takes a few seconds, slow enough that kills land mid-run.
 FAST = ["--no-progress", "--poll-interval", "0.05", "--rate-limit", "200", "--concurrency", "16"]
@@ -98,17 +102,21 @@ def kill(process: subprocess.Popen[str]) -> Done:
     return finish(process, timeout=10)
 
 
-def command(folder: Path, *args: str, env: dict[str, str] | None = None) -> Done:
-    """Any ``ruxa-batch`` command line as a real process in ``folder``."""
-    done = subprocess.run(
-        [sys.executable, "-m", "ruxa_batch", *args],
-        cwd=folder,
-        env=env if env is not None else dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-    )
-    return Done(done.returncode, done.stdout, done.stderr)
+def commands(folder: Path, *lines: list[str], env: dict[str, str]) -> list[Done]:
+    """``ruxa-batch`` command lines as real processes in ``folder``, all started at once (each
+    only reads the state); how each ended, in order."""
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "ruxa_batch", *args],
+            cwd=folder,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args in lines
+    ]
+    return [finish(process) for process in processes]
 
 
 def canonical(request: Any) -> str:
@@ -342,6 +350,7 @@ def test_ctrl_c_saves_state_and_results_then_resume(
     assert 0 < len(had_task) < 60
     creates_before = server.counters()["creates"]
 
+    server.update(generation_time=0.05)  # the rest of the batch need not take its time
     again = finish(start(server, hermetic, *FAST))
     assert again.code == 0, again.err
     # Exactly one new task per job that had none; none for a job that had one.
@@ -373,6 +382,7 @@ def test_second_ctrl_c_exits_at_once(hermetic: Path, sandbox_factory: SandboxFac
     assert done.code == 130, done.err
     assert elapsed < 2.0, f"took {elapsed:.2f} s to exit after two Ctrl-C"
     # Leaving at once must not cost anything: the next run finishes the batch.
+    server.update(generation_time=0.05)
     again = finish(start(server, hermetic, *FAST))
     assert again.code == 0, again.err
     state_file = output_dir(hermetic, "twice") / STATE_FILENAME
@@ -463,15 +473,15 @@ def test_api_key_never_written_anywhere(hermetic: Path, sandbox_factory: Sandbox
 
     outputs.append(("run", finish(start(server, hermetic, *FAST, "--verbose", key=key))))
     assert outputs[-1][1].code == 0, outputs[-1][1].err
-    for args in (
+    lines = (
         ["status", "m.yaml"],
         ["status", "m.yaml", "--format", "json"],
         ["results", "m.yaml"],
         ["results", "m.yaml", "--format", "json"],
         ["results", "m.yaml", "--format", "json", "-o", "exported.json"],
         ["plan", "m.yaml"],
-    ):
-        done = command(hermetic, *args, env=env)
+    )
+    for args, done in zip(lines, commands(hermetic, *lines, env=env), strict=True):
         assert done.code == 0, (args, done.err)
         outputs.append((" ".join(args), done))
     assert "20 succeeded" in outputs[2][1].out
