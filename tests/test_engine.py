@@ -133,8 +133,13 @@ def test_429_waits_and_never_costs_an_attempt(run, hermetic, sandbox_factory, ke
     assert server.counters()["creates"] == 30
 
 
+# Six transient failures in a row leave a job for a later run. The seed fixes the sequence of
+# draws, not which request gets which: at a rate of 0.3 some job met six in a row in about one
+# run in twenty once the machine was busy. At 0.1 (0.1 ** 6 a request) it does not happen.
+
+
 def test_500s_are_retried_without_duplicates(run, hermetic, sandbox_factory, keyed) -> None:
-    server = keyed(sandbox_factory(error_rate=0.3, seed=3))
+    server = keyed(sandbox_factory(error_rate=0.1, seed=3))
     write_manifest(hermetic, 30)
     result = run(run_args(server))
     assert result.code == 0, result.err
@@ -147,7 +152,7 @@ def test_500s_are_retried_without_duplicates(run, hermetic, sandbox_factory, key
 
 
 def test_answers_that_are_not_json(run, hermetic, sandbox_factory, keyed) -> None:
-    server = keyed(sandbox_factory(garbage_rate=0.3, seed=5))
+    server = keyed(sandbox_factory(garbage_rate=0.1, seed=5))
     write_manifest(hermetic, 30)
     result = run(run_args(server))
     assert result.code == 0, result.err
@@ -156,7 +161,7 @@ def test_answers_that_are_not_json(run, hermetic, sandbox_factory, keyed) -> Non
 
 
 def test_dropped_creates_are_resubmitted_and_flagged(run, hermetic, sandbox_factory, keyed) -> None:
-    server = keyed(sandbox_factory(drop_rate=0.25, seed=7))
+    server = keyed(sandbox_factory(drop_rate=0.1, seed=7))
     write_manifest(hermetic, 30)
     result = run(run_args(server))
     assert result.code == 0, result.err
