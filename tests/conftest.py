@@ -6,13 +6,11 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ruxa_batch.cli import main
-
-DATA = Path(__file__).parent / "data"
-REPO = Path(__file__).parent.parent
 
 pytest_plugins = ["fixtures_sandbox"]
 
@@ -47,6 +45,17 @@ def hermetic(
     monkeypatch.setattr(tempfile, "tempdir", str(base / "tmp"))
     monkeypatch.chdir(base / "work")
     yield base / "work"
+
+
+@pytest.fixture
+def keyed(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], Any]:
+    """Point RUXA_API_KEY at a sandbox's key."""
+
+    def use(server: Any) -> Any:
+        monkeypatch.setenv("RUXA_API_KEY", server.api_key)
+        return server
+
+    return use
 
 
 @dataclass

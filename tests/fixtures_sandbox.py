@@ -1,4 +1,4 @@
-"""Fixtures that start the project's sandbox API server on a loopback port, and image readers.
+"""Fixtures that start the project's sandbox API server on a loopback port.
 
 ``sandbox`` is a healthy server with fast generation; ``sandbox_factory(**fields)`` starts one
 with any :class:`~ruxa_batch.sandbox.SandboxConfig` fields (faults) set. Every server started
@@ -7,27 +7,18 @@ is stopped at teardown.
 
 from __future__ import annotations
 
-import json
-import ssl
-import struct
-import time
-import zlib
-from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
 
-import httpx
 import pytest
+from helpers import SandboxFactory, SandboxProcess
 
 from ruxa_batch.sandbox import SandboxConfig, SandboxServer
 
 FAST_GENERATION = 0.05  # seconds; the default of the fixtures, not of the sandbox
-MODEL = "google/nano-banana-edit"
-
-
-class SandboxFactory(Protocol):
-    """``sandbox_factory(fail_rate=0.5, seed=1)``: a started server."""
-
-    def __call__(self, **fields: Any) -> SandboxServer: ...
 
 
 @pytest.fixture
@@ -52,97 +43,37 @@ def sandbox(sandbox_factory: SandboxFactory) -> SandboxServer:
     return sandbox_factory()
 
 
-# Building the CA store costs ~20 ms per httpx client; the sandbox is plain HTTP anyway.
-_TLS = ssl.create_default_context()
-
-
-def api_client(server: SandboxServer | None = None, *, key: str | None = None) -> httpx.Client:
-    """An httpx client for ``server`` that sends its key (or ``key``); no server: no base URL."""
-    if server is None:
-        return httpx.Client(verify=_TLS)
-    token = key if key is not None else server.api_key
-    return httpx.Client(
-        base_url=server.base_url, headers={"Authorization": f"Bearer {token}"}, verify=_TLS
-    )
-
-
-def edit_request(**input_fields: Any) -> dict[str, Any]:
-    """A valid create body for the edit model; keyword arguments replace ``input`` fields."""
-    return {
-        "model": MODEL,
-        "input": {
-            "prompt": "Change the background to pixel art style",
-            "image_urls": ["https://example.com/cat.png"],
-            **input_fields,
-        },
-    }
-
-
-def create(server: SandboxServer, body: dict[str, Any] | None = None) -> str:
-    """Create a task (a valid edit request unless ``body``); its id."""
-    with api_client(server) as http:
-        answer = http.post("/api/v1/tasks/create", json=body or edit_request())
-    assert answer.status_code == 200, answer.text
-    task_id: str = answer.json()["data"]["taskId"]
-    return task_id
-
-
-def wait_until_done(server: SandboxServer, task_id: str) -> dict[str, Any]:
-    """Poll until the task ends; its ``data`` object."""
-    with api_client(server) as http:
-        for _ in range(200):
-            data: dict[str, Any] = http.get(f"/api/v1/tasks/query/{task_id}").json()["data"]
-            if data["state"] in ("success", "completed", "fail"):
-                return data
-            time.sleep(0.01)
-    raise AssertionError(f"{task_id} never finished")
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Whether ``condition()`` becomes true within ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
-def result_url(data: dict[str, Any]) -> str:
-    """The first result URL of a finished task's ``data``."""
-    url: str = json.loads(data["resultJson"])["resultUrls"][0]
-    return url
-
-
-def read_png(data: bytes) -> tuple[int, int, bytes]:
-    """Width, height and the inflated scanlines of an 8-bit RGB PNG; checks every chunk CRC."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG signature"
-    position, chunks = 8, []
-    while position < len(data):
-        (length,) = struct.unpack(">I", data[position : position + 4])
-        kind = data[position + 4 : position + 8]
-        body = data[position + 8 : position + 8 + length]
-        (crc,) = struct.unpack(">I", data[position + 8 + length : position + 12 + length])
-        assert zlib.crc32(kind + body) == crc, f"bad CRC in {kind!r}"
-        chunks.append((kind, body))
-        position += 12 + length
-    assert chunks[0][0] == b"IHDR" and chunks[-1] == (b"IEND", b"")
-    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
-    assert (depth, colour, interlace) == (8, 2, 0)
-    raw = zlib.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT"))
-    assert len(raw) == height * (1 + 3 * width)
-    return width, height, raw
-
-
-def jpeg_size(data: bytes) -> tuple[int, int]:
-    """Width and height from a baseline JPEG's SOF0, after checking SOI/EOI and segment lengths."""
-    assert data[:2] == b"\xff\xd8" and data[-2:] == b"\xff\xd9", "not a complete JPEG"
-    position = 2
-    while position < len(data):
-        marker, length = struct.unpack(">HH", data[position : position + 4])
-        if marker == 0xFFC0:
-            height, width = struct.unpack(">HH", data[position + 5 : position + 9])
-            return width, height
-        assert marker >> 8 == 0xFF and marker != 0xFFDA, f"no SOF0 before marker {marker:04x}"
-        position += 2 + length
-    raise AssertionError("no SOF0 segment")
+@pytest.fixture
+def sandbox_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
+    """A healthy sandbox in its own process (as users run it), on a free loopback port, whose
+    tasks finish after 0.05 s. A load test's client then does not share a GIL with it."""
+    key = "sk-sandbox-load-test"
+    errors = tmp_path_factory.mktemp("sandbox") / "stderr.txt"
+    with errors.open("w") as stderr:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ruxa_batch",
+                "sandbox",
+                "--port",
+                "0",
+                "--generation-time",
+                str(FAST_GENERATION),
+                "--api-key",
+                key,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+    assert process.stdout is not None
+    first = process.stdout.readline()
+    match = re.search(r"serving at (http://127\.0\.0\.1:\d+)", first)
+    try:
+        assert match, first + errors.read_text()
+        yield SandboxProcess(match.group(1), key)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        process.stdout.close()

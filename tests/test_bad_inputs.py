@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DATA
+from helpers import DATA
 
 # file -> the exact error line(s) `ruxa-batch validate` prints for it
 EXPECTED: dict[str, list[str]] = {

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from helpers import REPO
 
 EXAMPLE = REPO / "manifests" / "example.yaml"
 
@@ -234,6 +234,7 @@ def test_installed_entry_point_runs(example: Path) -> None:
     assert (bad.returncode, bad.stderr) == (2, "nope.yaml: $: file not found\n")
 
 
+@pytest.mark.slow  # the example's own rate limit (10/s) and poll interval (2 s): ~4 s
 def test_run_sandbox_the_readme_first_command(run, example: Path) -> None:
     result = run(
         [

@@ -6,7 +6,7 @@ import builtins
 import json
 
 import pytest
-from test_engine import results, run_args, write_manifest
+from helpers import results, run_args, write_manifest
 
 
 def test_cap_stops_creating_then_resume_continues_under_it(

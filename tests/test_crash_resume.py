@@ -25,10 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fixtures_sandbox import SandboxFactory, eventually, read_png
+import pytest
+from helpers import SandboxFactory, eventually, read_png, write_named_manifest
 
 from ruxa_batch.sandbox import SandboxServer
 from ruxa_batch.state import STATE_FILENAME, StateError, StateStore
+from ruxa_batch.statuses import AttemptOutcome, JobStatus
+
+# Every test here starts real processes and waits for them: seconds each.
+pytestmark = pytest.mark.slow
 
 # Fast enough that a 200-job run takes a few seconds, slow enough that kills land mid-run.
 FAST = ["--no-progress", "--poll-interval", "0.05", "--rate-limit", "200", "--concurrency", "16"]
@@ -42,23 +47,6 @@ class Done:
     code: int
     out: str
     err: str
-
-
-def write_manifest(folder: Path, name: str, count: int) -> Path:
-    """A manifest of ``count`` jobs without variants, each with its own prompt and image."""
-    rows = "\n".join(f'      - {{n: "{index:03d}"}}' for index in range(count))
-    path = folder / "m.yaml"
-    path.write_text(
-        f"version: 1\n"
-        f"name: {name}\n"
-        f"jobs:\n"
-        f'  - id: "job-{{n}}"\n'
-        f'    prompt: "Edit number {{n}}: put the product on a pixel-art background"\n'
-        f'    images: ["https://cdn.example.com/products/{{n}}.png"]\n'
-        f"    rows:\n{rows}\n",
-        encoding="utf-8",
-    )
-    return path
 
 
 def output_dir(folder: Path, name: str) -> Path:
@@ -98,17 +86,21 @@ def kill(process: subprocess.Popen[str]) -> Done:
     return finish(process, timeout=10)
 
 
-def command(folder: Path, *args: str, env: dict[str, str] | None = None) -> Done:
-    """Any ``ruxa-batch`` command line as a real process in ``folder``."""
-    done = subprocess.run(
-        [sys.executable, "-m", "ruxa_batch", *args],
-        cwd=folder,
-        env=env if env is not None else dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-    )
-    return Done(done.returncode, done.stdout, done.stderr)
+def commands(folder: Path, *lines: list[str], env: dict[str, str]) -> list[Done]:
+    """``ruxa-batch`` command lines as real processes in ``folder``, all started at once (each
+    only reads the state); how each ended, in order."""
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "ruxa_batch", *args],
+            cwd=folder,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args in lines
+    ]
+    return [finish(process) for process in processes]
 
 
 def canonical(request: Any) -> str:
@@ -164,31 +156,99 @@ def results_json(folder: Path) -> dict[str, Any]:
     return document
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """What a state file says at one moment, read without disturbing the run that writes it."""
+
+    run: int  # the latest run's id (0: no run yet)
+    created: int  # creates whose task ID is recorded, by every run
+    # (job key, attempt) of the creates the latest run sent and saw no answer to (yet)
+    sending: tuple[tuple[str, int], ...]
+    unfinished: int  # jobs not succeeded
+
+
+def snapshot(state_file: Path) -> Snapshot | None:
+    """The state file's :class:`Snapshot`; None while the first run has not created it yet."""
+    try:
+        with closing(StateStore(state_file, readonly=True)) as store:
+            run = store.conn.execute("SELECT COALESCE(MAX(run_id), 0) FROM runs").fetchone()[0]
+            (created,) = store.conn.execute(
+                "SELECT COUNT(*) FROM attempts WHERE outcome = ?", (AttemptOutcome.CREATED,)
+            ).fetchone()
+            sending = store.conn.execute(
+                "SELECT job_key, attempt FROM attempts WHERE outcome = ? AND run_id = ?",
+                (AttemptOutcome.SENDING, run),
+            ).fetchall()
+            (unfinished,) = store.conn.execute(
+                "SELECT COUNT(*) FROM jobs WHERE status != ?", (JobStatus.SUCCEEDED,)
+            ).fetchone()
+    except (sqlite3.Error, StateError):
+        return None  # not created, or not migrated yet
+    return Snapshot(run, created, tuple((key, attempt) for key, attempt in sending), unfinished)
+
+
+def in_flight(state_file: Path, run: int, target: int) -> bool:
+    """Whether the state shows run number ``run`` with a create unanswered, once ``target``
+    tasks are recorded. Creates left "sending" by the run killed before do not count."""
+    state = snapshot(state_file)
+    return (
+        state is not None and state.run == run and state.created >= target and bool(state.sending)
+    )
+
+
 def test_sigkill_at_random_moments_then_resume(
     hermetic: Path, sandbox_factory: SandboxFactory
 ) -> None:
+    # Every request takes 0.05 s on the server, so a create spends that long between leaving
+    # and its answer being recorded: a kill while the state shows it "sending" lands there.
     server = sandbox_factory(generation_time=0.3, latency=0.05, seed=20260401)
-    write_manifest(hermetic, "crash", 200)
+    write_named_manifest(hermetic, "crash", 200)
     out = output_dir(hermetic, "crash")
     state_file = out / STATE_FILENAME
-    # 60 requests/s: ~7 s of work for 200 creates + 200 queries, so the kills land mid-run.
-    flags = [*FAST, "--rate-limit", "60"]
+    # Each kill comes once a random number of tasks is recorded (so the runs die at different
+    # stages of the batch) and the run being killed has a create on the wire. The targets leave
+    # at least 50 creates to go, so there is always one to catch.
     rng = random.Random(1)
-    moments = [round(rng.uniform(0.3, 2.0), 2) for _ in range(5)]
+    targets = sorted(rng.sample(range(5, 150), 5))
     outcomes = []
-    for moment in moments:
-        process = start(server, hermetic, *flags)
-        try:
-            process.wait(timeout=moment)
-        except subprocess.TimeoutExpired:
-            kill(process)
-            outcomes.append(f"killed at {moment} s")
-            continue
-        done = finish(process)
-        assert done.code == 0, done.err
-        outcomes.append(f"finished before {moment} s")
+    lost_answers = 0  # kills after which the API turned out to hold a task the state lacks
+    for number, target in enumerate(targets, start=1):
+        process = start(server, hermetic, *FAST)
 
-    final = finish(start(server, hermetic, *flags))
+        def moment(
+            process: subprocess.Popen[str] = process, number: int = number, target: int = target
+        ) -> bool:
+            return process.poll() is not None or in_flight(state_file, number, target)
+
+        try:
+            seen = eventually(moment, timeout=RUN_TIMEOUT)
+            assert seen and process.poll() is None, (
+                f"run {number} ended (or never got to {target} tasks) without a create of its "
+                "own seen in flight"
+            )
+        finally:
+            kill(process)
+        after = snapshot(state_file)
+        assert after is not None and after.run == number
+        # The kill interrupted work: jobs were left, and this run's creates were unanswered.
+        assert after.unfinished > 0, after
+        assert after.sending, f"run {number} had every create answered before the kill: {after}"
+        # A first attempt still "sending" whose request the sandbox then receives (its latency
+        # still running) proves that the create had left when the run died.
+        requests = job_requests(state_file)
+        first_tries = {requests[key] for key, attempt in after.sending if attempt == 1}
+        if first_tries and eventually(
+            lambda first_tries=first_tries: bool(first_tries & set(sandbox_groups(server))),
+            timeout=1.0,
+        ):
+            lost_answers += 1
+        outcomes.append(
+            f"killed with {after.created} tasks recorded, {len(after.sending)} creates unanswered"
+        )
+    assert lost_answers > 0, "no kill fell between a create reaching the API and its answer"
+
+    server.update(latency=0.0)  # no more kills: the last run just finishes the batch
+    final = finish(start(server, hermetic, *FAST))
     assert final.code == 0, final.err
     # A download cut by a kill left its temporary file; the next run removed it.
     assert list(out.rglob("*.part")) == []
@@ -223,6 +283,7 @@ def test_sigkill_at_random_moments_then_resume(
     assert set(groups) == set(requests.values())
     duplicated = {key_of[request] for request, tasks in groups.items() if len(tasks) > 1}
     flagged = {job["key"] for job in jobs if job["possible_duplicate"]}
+    assert duplicated, "no job has two tasks, although creates were lost to kills"
     assert duplicated <= flagged, "jobs with two tasks that are not flagged possible_duplicate"
     assert document["summary"]["possible_duplicates"] == len(flagged)
     extra = server.counters()["creates"] - 200
@@ -238,7 +299,7 @@ def test_ctrl_c_saves_state_and_results_then_resume(
     hermetic: Path, sandbox_factory: SandboxFactory
 ) -> None:
     server = sandbox_factory(generation_time=1.0, seed=7)
-    write_manifest(hermetic, "interrupt", 60)
+    write_named_manifest(hermetic, "interrupt", 60)
     out = output_dir(hermetic, "interrupt")
     state_file = out / STATE_FILENAME
     # 20 requests/s: some jobs have a task when Ctrl-C comes, most do not yet.
@@ -275,6 +336,7 @@ def test_ctrl_c_saves_state_and_results_then_resume(
     assert 0 < len(had_task) < 60
     creates_before = server.counters()["creates"]
 
+    server.update(generation_time=0.05)  # the rest of the batch need not take its time
     again = finish(start(server, hermetic, *FAST))
     assert again.code == 0, again.err
     # Exactly one new task per job that had none; none for a job that had one.
@@ -295,7 +357,7 @@ def test_second_ctrl_c_exits_at_once(hermetic: Path, sandbox_factory: SandboxFac
     # Every request takes a second to answer, so a graceful stop waits for the ones in flight:
     # the second Ctrl-C must cut that wait short.
     server = sandbox_factory(generation_time=1.0, seed=3, latency=1.0)
-    write_manifest(hermetic, "twice", 60)
+    write_named_manifest(hermetic, "twice", 60)
     process = start(server, hermetic, *FAST, "--rate-limit", "20")
     assert eventually(lambda: server.counters()["creates"] >= 1, timeout=20), "no creates"
     pressed = time.monotonic()
@@ -311,7 +373,7 @@ def test_second_ctrl_c_exits_at_once(hermetic: Path, sandbox_factory: SandboxFac
     # Requests the sandbox still holds when the process leaves make their tasks a moment later
     # (a lost answer each: the next run flags it); let them land before the next run starts.
     time.sleep(1.2)
-    server.update(latency=0.0)
+    server.update(latency=0.0, generation_time=0.05)
     again = finish(start(server, hermetic, *FAST))
     assert again.code == 0, again.err
     state_file = output_dir(hermetic, "twice") / STATE_FILENAME
@@ -320,7 +382,7 @@ def test_second_ctrl_c_exits_at_once(hermetic: Path, sandbox_factory: SandboxFac
 
 def test_second_concurrent_run_is_refused(hermetic: Path, sandbox_factory: SandboxFactory) -> None:
     server = sandbox_factory(generation_time=2.5, seed=5)
-    write_manifest(hermetic, "locked", 3)
+    write_named_manifest(hermetic, "locked", 3)
     state_file = output_dir(hermetic, "locked") / STATE_FILENAME
     first = start(server, hermetic, *FAST)
     try:
@@ -381,7 +443,7 @@ def test_api_key_never_written_anywhere(hermetic: Path, sandbox_factory: Sandbox
         random.SystemRandom().choices("abcdefghjkmnpqrstuvwxyz23456789", k=24)
     )
     server = sandbox_factory(generation_time=0.5, seed=11, api_key=key)
-    write_manifest(hermetic, "secret", 20)
+    write_named_manifest(hermetic, "secret", 20)
     env = {**os.environ, "RUXA_API_KEY": key}
     forms = key_forms(key)
     outputs: list[tuple[str, Done]] = []
@@ -402,15 +464,15 @@ def test_api_key_never_written_anywhere(hermetic: Path, sandbox_factory: Sandbox
 
     outputs.append(("run", finish(start(server, hermetic, *FAST, "--verbose", key=key))))
     assert outputs[-1][1].code == 0, outputs[-1][1].err
-    for args in (
+    lines = (
         ["status", "m.yaml"],
         ["status", "m.yaml", "--format", "json"],
         ["results", "m.yaml"],
         ["results", "m.yaml", "--format", "json"],
         ["results", "m.yaml", "--format", "json", "-o", "exported.json"],
         ["plan", "m.yaml"],
-    ):
-        done = command(hermetic, *args, env=env)
+    )
+    for args, done in zip(lines, commands(hermetic, *lines, env=env), strict=True):
         assert done.code == 0, (args, done.err)
         outputs.append((" ".join(args), done))
     assert "20 succeeded" in outputs[2][1].out
@@ -440,7 +502,7 @@ def test_kill_while_creates_wait_for_the_rate_limiter_is_not_ambiguous(
     the next run must neither call it a possible duplicate nor, with --at-most-once, make its
     job ``uncertain`` (only creates that may have reached the API are ambiguous)."""
     server = sandbox_factory(generation_time=0.3, seed=9)
-    write_manifest(hermetic, "queued", 40)
+    write_named_manifest(hermetic, "queued", 40)
     state_file = output_dir(hermetic, "queued") / STATE_FILENAME
     # 10 requests/s: when the kill comes, most jobs are still waiting for their turn to create.
     process = start(server, hermetic, *FAST, "--rate-limit", "10", "--at-most-once")
@@ -476,7 +538,7 @@ def test_part_files_of_a_killed_run_are_removed_by_the_next_run(
 ) -> None:
     server = sandbox_factory(generation_time=0.05)
     monkeypatch.setenv("RUXA_API_KEY", server.api_key)
-    write_manifest(hermetic, "parts", 2)
+    write_named_manifest(hermetic, "parts", 2)
     out = hermetic / "out" / "parts"
     (out / "sub").mkdir(parents=True)
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -502,7 +564,7 @@ def test_a_lock_file_that_is_a_symlink_is_refused_not_followed(
 ) -> None:
     server = sandbox_factory(generation_time=0.05)
     monkeypatch.setenv("RUXA_API_KEY", server.api_key)
-    write_manifest(hermetic, "lock", 1)
+    write_named_manifest(hermetic, "lock", 1)
     out = hermetic / "out" / "lock"
     out.mkdir(parents=True)
     victim = hermetic / "precious.txt"

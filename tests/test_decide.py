@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures_sandbox import SandboxFactory
+from helpers import SandboxFactory
 
 from ruxa_batch.decide import Action, Estimate, Options, decide
 from ruxa_batch.state import JobRecord

@@ -5,66 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import drive, engine_for, results, run_args, write_manifest
 
-from ruxa_batch.client import RuxaClient, TaskInfo
-from ruxa_batch.decide import Options
-from ruxa_batch.engine import Engine, EngineOptions
+from ruxa_batch.client import TaskInfo
 from ruxa_batch.jobs import Job
-from ruxa_batch.manifest import load_manifest
-from ruxa_batch.ratelimit import RateLimiter
 from ruxa_batch.state import StateStore
 from ruxa_batch.statuses import TaskState
-from ruxa_batch.timing import Timer
-
-
-def write_manifest(folder: Path, count: int, *, variants: int = 1, extra: str = "") -> Path:
-    rows = "".join(f"      - {{n: '{i:03d}'}}\n" for i in range(count))
-    path = folder / "m.yaml"
-    path.write_text(
-        "version: 1\nname: t\n" + extra + "output:\n  filename: '{id}-v{variant}-{n}.{ext}'\n"
-        "jobs:\n  - id: 'job-{n}'\n    prompt: 'Edit picture {n}'\n"
-        "    images: ['https://cdn.example.com/{n}.png']\n"
-        f"    variants: {variants}\n    rows:\n" + rows
-    )
-    return path
-
-
-def run_args(server: Any, *extra: str) -> list[str]:
-    return [
-        "ruxa-batch",
-        "run",
-        "m.yaml",
-        "--base-url",
-        server.base_url,
-        "--no-progress",
-        "--poll-interval",
-        "0.05",
-        "--rate-limit",
-        "1000",
-        "--retry-backoff",
-        "0.01",
-        *extra,
-    ]
-
-
-def results(folder: Path) -> dict[str, Any]:
-    document: dict[str, Any] = json.loads((folder / "out" / "t" / "results.json").read_text())
-    return document
-
-
-@pytest.fixture
-def keyed(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    """Point RUXA_API_KEY at a sandbox's key."""
-
-    def use(server: Any) -> Any:
-        monkeypatch.setenv("RUXA_API_KEY", server.api_key)
-        return server
-
-    return use
 
 
 def test_a_clean_run_then_a_rerun_that_sends_nothing(run, hermetic, sandbox, keyed) -> None:
@@ -188,8 +137,13 @@ def test_429_waits_and_never_costs_an_attempt(run, hermetic, sandbox_factory, ke
     assert server.counters()["creates"] == 30
 
 
+# Six transient failures in a row leave a job for a later run. The seed fixes the sequence of
+# draws, not which request gets which: at a rate of 0.3 some job met six in a row in about one
+# run in twenty once the machine was busy. At 0.1 (0.1 ** 6 a request) it does not happen.
+
+
 def test_500s_are_retried_without_duplicates(run, hermetic, sandbox_factory, keyed) -> None:
-    server = keyed(sandbox_factory(error_rate=0.3, seed=3))
+    server = keyed(sandbox_factory(error_rate=0.1, seed=3))
     write_manifest(hermetic, 30)
     result = run(run_args(server))
     assert result.code == 0, result.err
@@ -202,7 +156,7 @@ def test_500s_are_retried_without_duplicates(run, hermetic, sandbox_factory, key
 
 
 def test_answers_that_are_not_json(run, hermetic, sandbox_factory, keyed) -> None:
-    server = keyed(sandbox_factory(garbage_rate=0.3, seed=5))
+    server = keyed(sandbox_factory(garbage_rate=0.1, seed=5))
     write_manifest(hermetic, 30)
     result = run(run_args(server))
     assert result.code == 0, result.err
@@ -211,7 +165,7 @@ def test_answers_that_are_not_json(run, hermetic, sandbox_factory, keyed) -> Non
 
 
 def test_dropped_creates_are_resubmitted_and_flagged(run, hermetic, sandbox_factory, keyed) -> None:
-    server = keyed(sandbox_factory(drop_rate=0.25, seed=7))
+    server = keyed(sandbox_factory(drop_rate=0.1, seed=7))
     write_manifest(hermetic, 30)
     result = run(run_args(server))
     assert result.code == 0, result.err
@@ -403,44 +357,6 @@ def test_renaming_a_job_does_not_resubmit_it(run, hermetic, sandbox, keyed) -> N
 
 
 # -- engine-level tests (fast backoff, hand-made jobs) ------------------------------------------
-
-
-def engine_for(
-    manifest_path: Path,
-    server: Any,
-    tmp: Path,
-    *,
-    timer: Timer | None = None,
-    decisions: Options | None = None,
-    **options: Any,
-) -> Engine:
-    manifest = load_manifest(manifest_path)
-    store = StateStore.open_for_run(tmp / "state.sqlite")
-    timer = timer or Timer()
-    client = RuxaClient(
-        base_url=server.base_url,
-        api_key=server.api_key,
-        concurrency=4,
-        limiter=RateLimiter(1000, timer=timer),
-    )
-    settings = {
-        "output_dir": tmp / "out",
-        "decisions": decisions or Options(max_attempts=3),
-        "poll_interval": 0.05,
-        "task_timeout": 30.0,
-        "max_download_bytes": 10**6,
-        "backoff_base": 0.01,
-        **options,
-    }
-    return Engine(manifest, store, client, EngineOptions(**settings), timer=timer)
-
-
-async def drive(engine: Engine) -> None:
-    try:
-        await engine.run()
-    finally:
-        await engine.client.aclose()
-        engine.store.close()
 
 
 def test_422_fails_that_job_only(hermetic, sandbox) -> None:

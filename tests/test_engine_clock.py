@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from fixtures_sandbox import SandboxFactory
+from helpers import SandboxFactory
 
 from ruxa_batch.client import RuxaClient
 from ruxa_batch.decide import Options

@@ -3,65 +3,32 @@
 from __future__ import annotations
 
 import json
-import re
-import subprocess
-import sys
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import SandboxProcess
+
+pytestmark = pytest.mark.slow
 
 JOBS = 2000
 
 
-@pytest.fixture
-def sandbox_process() -> Iterator[str]:
-    """A sandbox in its own process (as users run it), on a free loopback port."""
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ruxa_batch",
-            "sandbox",
-            "--port",
-            "0",
-            "--generation-time",
-            "0.05",
-            "--api-key",
-            "sk-sandbox-load-test",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    first = process.stdout.readline()
-    match = re.search(r"serving at (http://127\.0\.0\.1:\d+)", first)
-    assert match, first
-    try:
-        yield match.group(1)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
 def test_2000_jobs_at_concurrency_32(
-    run, hermetic: Path, sandbox_process: str, monkeypatch
+    run, hermetic: Path, sandbox_process: SandboxProcess, monkeypatch
 ) -> None:
     rows = "".join(f"      - {{n: '{i:05d}'}}\n" for i in range(JOBS))
     (hermetic / "m.yaml").write_text(
         "version: 1\nname: load\njobs:\n  - id: 'j-{n}'\n    prompt: 'Edit {n}'\n"
         "    images: ['https://cdn.example.com/{n}.png']\n    rows:\n" + rows
     )
-    monkeypatch.setenv("RUXA_API_KEY", "sk-sandbox-load-test")
+    monkeypatch.setenv("RUXA_API_KEY", sandbox_process.api_key)
     result = run(
         [
             "ruxa-batch",
             "run",
             "m.yaml",
             "--base-url",
-            sandbox_process,
+            sandbox_process.base_url,
             "--concurrency",
             "32",
             "--rate-limit",
@@ -72,8 +39,7 @@ def test_2000_jobs_at_concurrency_32(
         ]
     )
     assert result.code == 0, result.err
-    with urllib.request.urlopen(sandbox_process + "/_sandbox/counters", timeout=10) as answer:
-        counters = json.load(answer)
+    counters = sandbox_process.counters()
     assert counters["creates"] == JOBS
     assert counters["downloads"] == JOBS
     for error in (

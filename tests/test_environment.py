@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_engine import results, run_args, write_manifest
+from helpers import results, run_args, write_manifest
 
 from ruxa_batch import client as client_module
 from ruxa_batch.state import StateStore

@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from test_engine import keyed, results, run_args, write_manifest
-
-__all__ = ["keyed"]  # a fixture: imported so that the tests here can ask for it
+from helpers import results, run_args, write_manifest
 
 OUT = Path("out") / "t"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from conftest import REPO
+from helpers import REPO
 
 
 def yaml_blocks() -> list[str]:

@@ -10,8 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO
-from test_engine import results, run_args, write_manifest
+from helpers import REPO, results, run_args, write_manifest
 
 EVIL = "<script>document.title='pwned'</script><img src=x onerror=\"document.title='pwned'\">"
 
@@ -105,6 +104,7 @@ def browser(hermetic: Path, *args: str) -> str:
     return done.stdout
 
 
+@pytest.mark.slow  # three Chromium starts
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
 def test_in_a_real_browser(finished_batch: Path, hermetic: Path) -> None:
     url = finished_batch.resolve().as_uri()
@@ -130,6 +130,7 @@ def test_in_a_real_browser(finished_batch: Path, hermetic: Path) -> None:
     assert 'data-filter="failed" aria-pressed="true"' in filtered
 
 
+@pytest.mark.slow  # the example batch, then Chromium
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
 def test_the_example_batch_report_renders(run, hermetic: Path) -> None:
     """The README's first command ends with this page; its screenshot is the README's picture."""
@@ -148,6 +149,12 @@ def test_the_example_batch_report_renders(run, hermetic: Path) -> None:
             "--sandbox-image-size",
             "256",
             "--no-progress",
+            # The page does not depend on pacing; the example's (10 requests/s, a poll every
+            # 2 s) would make this run take 4 s. test_cli runs the example as it is.
+            "--rate-limit",
+            "1000",
+            "--poll-interval",
+            "0.1",
         ]
     )
     assert result.code == 0, result.err

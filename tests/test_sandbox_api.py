@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fixtures_sandbox import (
+from helpers import (
     SandboxFactory,
     api_client,
     create,
@@ -247,7 +247,9 @@ def test_api_key_is_random_per_start_unless_given(sandbox_factory: SandboxFactor
     create(fixed)
 
 
-def test_unknown_things_get_404(sandbox: SandboxServer) -> None:
+def test_unknown_things_get_404(sandbox_factory: SandboxFactory) -> None:
+    # 0.5 s, not the fixture's 0.05: a busy machine can take that long over the first requests.
+    sandbox = sandbox_factory(generation_time=0.5)
     task_id = create(sandbox)
     with api_client(sandbox) as http:
         assert http.get("/api/v1/tasks/query/task_nope").json() == {

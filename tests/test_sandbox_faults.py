@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fixtures_sandbox import (
+from helpers import (
     SandboxFactory,
     api_client,
     create,

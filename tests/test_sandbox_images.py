@@ -7,7 +7,7 @@ import struct
 import time
 
 import pytest
-from fixtures_sandbox import jpeg_size, read_png
+from helpers import jpeg_size, read_png
 
 from ruxa_batch.sandbox import images
 

@@ -20,8 +20,15 @@ from typing import Any
 
 import httpx
 import pytest
-from fixtures_sandbox import api_client, create, edit_request, eventually, read_png, result_url
-from test_crash_resume import write_manifest
+from helpers import (
+    api_client,
+    create,
+    edit_request,
+    eventually,
+    read_png,
+    result_url,
+    write_named_manifest,
+)
 
 from ruxa_batch.sandbox import SandboxConfig, SandboxServer
 from ruxa_batch.sandbox.store import DATA_FILENAME, SandboxDataError
@@ -169,7 +176,7 @@ def count(state_file: Path, sql: str) -> int:
 
 
 def test_a_resumed_sandbox_run_polls_the_tasks_it_created_before(run, hermetic: Path) -> None:
-    write_manifest(hermetic, "resume", 20)
+    write_named_manifest(hermetic, "resume", 20)
     out = hermetic / "out" / "resume.sandbox"
     state_file = out / STATE_FILENAME
     fast = ["--no-progress", "--no-report", "--poll-interval", "0.05"]

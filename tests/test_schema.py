@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from importlib import resources
 
-from conftest import REPO
+from helpers import REPO
 from jsonschema import Draft202012Validator
 
 from ruxa_batch.models import NANO_BANANA_EDIT

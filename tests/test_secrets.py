@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_engine import run_args, write_manifest
+from helpers import run_args, write_manifest
 
 from ruxa_batch import errors
 from ruxa_batch.errors import run_guarded
