@@ -15,6 +15,14 @@ from ruxa_batch.cli import main
 pytest_plugins = ["fixtures_sandbox"]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first. The two workers take tests a couple at a time (see addopts in
+    pyproject.toml), so the long ones start early and the short ones fill in around them;
+    in file order, a 10-second load test could start last and run on while the other worker
+    sat idle."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def hermetic(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch

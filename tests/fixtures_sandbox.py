@@ -1,8 +1,9 @@
 """Fixtures that start the project's sandbox API server on a loopback port.
 
 ``sandbox`` is a healthy server with fast generation; ``sandbox_factory(**fields)`` starts one
-with any :class:`~ruxa_batch.sandbox.SandboxConfig` fields (faults) set. Every server started
-is stopped at teardown.
+with any :class:`~ruxa_batch.sandbox.SandboxConfig` fields (faults) set; ``sandbox_process`` is
+a healthy one in a process of its own, for load tests. Every server started is stopped at
+teardown.
 """
 
 from __future__ import annotations
