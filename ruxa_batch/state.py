@@ -331,6 +331,8 @@ class StateStore:
 
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
+        self._changes = 0  # transactions so far
+        self._records: tuple[int, dict[str, JobRecord]] | None = None
         self.readonly = readonly
         self.run_id: int | None = None
         self._lock: _Lock | None = None
@@ -396,6 +398,7 @@ class StateStore:
     @contextmanager
     def transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
         """One atomic step; ``durable`` ones are synced to disk before this returns."""
+        self._changes += 1  # whatever it writes, what job_records() read before is stale
         try:
             wanted = "FULL" if durable else "NORMAL"
             if not self.readonly and self._sync != wanted:
@@ -486,7 +489,18 @@ class StateStore:
 
     @_guarded
     def job_records(self) -> dict[str, JobRecord]:
-        """Every job row, by identity key."""
+        """Every job row, by identity key.
+
+        Read again only after a write: a resumed batch with nothing to do reads its 20,000
+        rows once, not once for the plan and again for the results.
+        """
+        if self._records is not None and self._records[0] == self._changes:
+            return dict(self._records[1])
+        records = self._read_job_records()
+        self._records = (self._changes, records)
+        return dict(records)
+
+    def _read_job_records(self) -> dict[str, JobRecord]:
         open_attempts = {
             row["job_key"]: int(row["attempt"])
             for row in self.conn.execute(

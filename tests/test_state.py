@@ -101,3 +101,21 @@ def test_every_query_uses_an_index(tmp_path: Path) -> None:
     assert len(checked) >= 10, checked  # the trace did see the steps
     scans = [plan for plan in plans if plan.startswith("SCAN ")]
     assert not scans, scans
+
+
+def test_job_records_are_read_again_only_after_a_write(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "s.sqlite")
+    store.ensure_jobs([("k1", "a", 1, "{}")])
+    reads: list[str] = []
+    store.conn.set_trace_callback(
+        lambda sql: reads.append(sql) if sql.startswith("SELECT jobs.*") else None
+    )
+    first = store.job_records()
+    second = store.job_records()
+    assert first == second and len(reads) == 1
+    second.clear()  # a caller's copy: the store's own is untouched
+    store.set_status("k1", JobStatus.FAILED, error="boom")
+    third = store.job_records()
+    assert len(reads) == 2
+    assert third["k1"].status == JobStatus.FAILED and third["k1"].error == "boom"
+    store.close()
