@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import stat
 import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -132,6 +133,27 @@ def to_json(table: Table, summary: Mapping[str, Any]) -> str:
     )
 
 
+def _plain_mode(path: Path) -> int:
+    """The permissions ``open(path, "w")`` would leave ``path`` with."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where the system allows."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore at once
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` so that readers see the old file or the new, never half.
 
@@ -140,6 +162,10 @@ def write_atomic(path: Path, text: str) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        # mkstemp makes the file owner-only; give it what a plain write would: the mode of the
+        # file it replaces, else 0666 less the umask.
+        if hasattr(os, "fchmod"):
+            os.fchmod(handle, _plain_mode(path))
     except OSError as exc:
         raise cannot_write(display_path(path), exc) from None
     try:

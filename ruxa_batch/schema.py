@@ -171,11 +171,13 @@ def _explain(doc: Document, error: Any, reported: set[PathKey]) -> list[Problem]
         missing = [name for name in value if isinstance(instance, dict) and name not in instance]
         return [doc.problem(path, f"missing required key {name!r}") for name in missing]
     if kind == "propertyNames":
-        description = error.context[0].schema.get("description", "") if error.context else ""
+        # Messages come from "x-hint", written for the reader, never from "description",
+        # which documents the field for editors.
+        hint = error.context[0].schema.get("x-hint", "") if error.context else ""
         return [
             doc.problem(
                 (*path, str(instance)),
-                f"invalid name {show(instance)}: use {description or 'a valid name'}",
+                f"invalid name {show(instance)}: use {hint or 'a valid name'}",
                 key=True,
             )
         ]
@@ -222,8 +224,8 @@ def _message(
     if kind == "pattern":
         if value == "\\S":
             return "must not be empty or blank"
-        described = schema.get("description", "")
-        return f"{show(instance)} is not valid" + (f": use {described}" if described else "")
+        hint = schema.get("x-hint", "")
+        return f"{show(instance)} is not valid" + (f": use {hint}" if hint else "")
     if kind == "minLength":
         return "must not be empty" if value == 1 else f"must be at least {value} characters long"
     if kind == "maxLength":

@@ -35,6 +35,10 @@ EXPECTED: dict[str, list[str]] = {
     ],
     "latin1.yaml": ["latin1.yaml:3:1: $: file is not valid UTF-8 text (byte 0xe9)"],
     "empty.yaml": ["empty.yaml:1:1: $: the file is empty; expected a manifest"],
+    "callback_not_http.yaml": [
+        "callback_not_http.yaml:2:15: $.callback_url: 'ftp://x.example/hook' is not valid: "
+        "use an http:// or https:// URL with a host"
+    ],
     "non_finite_number.yaml": [
         "non_finite_number.yaml:3:18: $.run.poll_interval: must be a finite number, "
         "not .inf or .nan"

@@ -5,7 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import stat
 from pathlib import Path
+
+from helpers import run_args, write_manifest
 
 from ruxa_batch.manifest import load_manifest
 from ruxa_batch.results import build_table, to_csv, to_json
@@ -82,3 +86,23 @@ def test_csv_cells_a_spreadsheet_would_run_start_with_a_quote(hermetic: Path) ->
     assert jobs[0]["error"] == "=cmd|' /C calc'!A0 (code -1)"
     assert jobs[0]["task_id"] == "-task"
     assert jobs[0]["result_urls"] == ["=evil()", "https://cdn.example.com/r.png"]
+
+
+def test_results_and_report_get_the_permissions_a_plain_write_would(
+    run, hermetic, sandbox, monkeypatch
+) -> None:
+    monkeypatch.setenv("RUXA_API_KEY", sandbox.api_key)
+    old = os.umask(0o022)
+    try:
+        write_manifest(hermetic, 2)
+        assert run(run_args(sandbox)).code == 0
+        out = hermetic / "out" / "t"
+        for name in ("results.csv", "results.json", "report.html"):
+            assert stat.S_IMODE((out / name).stat().st_mode) == 0o644, name
+        (out / "results.csv").chmod(0o600)  # a mode the user chose is kept on the next write
+        assert run(run_args(sandbox)).code == 0
+        assert stat.S_IMODE((out / "results.csv").stat().st_mode) == 0o600
+        assert run(["ruxa-batch", "results", "m.yaml", "-o", "copy.csv"]).code == 0
+        assert stat.S_IMODE((hermetic / "copy.csv").stat().st_mode) == 0o644
+    finally:
+        os.umask(old)
