@@ -63,18 +63,28 @@ def validate(settings: ValidateSettings) -> int:
     return EXIT_INVALID if failed else EXIT_OK
 
 
-def _records(manifest: Manifest, state: Path | None, *, sandbox: bool) -> dict[str, JobRecord]:
+def _records(
+    manifest: Manifest, state: Path | None, *, sandbox: bool, needed_for: str | None = None
+) -> dict[str, JobRecord]:
     """The recorded jobs of a manifest's state file (none if it does not exist yet)."""
-    return _read_state(manifest, state, sandbox=sandbox)[0]
+    return _read_state(manifest, state, sandbox=sandbox, needed_for=needed_for)[0]
 
 
 def _read_state(
-    manifest: Manifest, state: Path | None, *, sandbox: bool
+    manifest: Manifest, state: Path | None, *, sandbox: bool, needed_for: str | None = None
 ) -> tuple[dict[str, JobRecord], dict[str, Any]]:
-    """The recorded jobs and the run history of a manifest's state file (empty if none)."""
+    """The recorded jobs and the run history of a manifest's state file.
+
+    No state file: empty for ``plan`` (nothing has run yet), an error for the commands that
+    only read the state (``needed_for`` says what for): a made-up table of pending jobs, or a
+    report of one, would be a silent wrong answer.
+    """
     path = state_path_for(output_dir_for(manifest.output.dir, sandbox=sandbox), state)
     if not path.exists():
-        return {}, {}
+        if needed_for is None:
+            return {}, {}
+        hint = _elsewhere(manifest, state, sandbox=sandbox)
+        raise UsageError(f"no state file at {display_path(path)}: {needed_for}{hint}")
     store = StateStore(path, readonly=True)
     try:
         if not store.schema_version():
@@ -84,10 +94,24 @@ def _read_state(
         store.close()
 
 
+def _elsewhere(manifest: Manifest, state: Path | None, *, sandbox: bool) -> str:
+    """A hint when the other kind of run (sandbox or real) has a state file for the manifest."""
+    if state is not None:
+        return ""
+    other = state_path_for(output_dir_for(manifest.output.dir, sandbox=not sandbox), None)
+    if not other.exists():
+        return "; run the manifest first"
+    if sandbox:
+        return f"; the state of real runs is at {display_path(other)} (leave out --sandbox)"
+    return f"; a sandbox run's state is at {display_path(other)}: add --sandbox to read it"
+
+
 def report(settings: ReportSettings) -> int:
     """Write the HTML contact sheet of a manifest's jobs, from the state and the pictures."""
     manifest = load_manifest(settings.path, max_jobs=settings.max_jobs)
-    records, history = _read_state(manifest, settings.state, sandbox=settings.sandbox)
+    records, history = _read_state(
+        manifest, settings.state, sandbox=settings.sandbox, needed_for="nothing to report"
+    )
     output_dir = output_dir_for(manifest.output.dir, sandbox=settings.sandbox)
     destination = settings.output or output_dir / REPORT_FILENAME
     try:
@@ -134,7 +158,10 @@ def run(flags: RunFlags) -> int:
 def status(settings: StatusSettings) -> int:
     """Counts per status and the jobs that are not done, from the state file alone."""
     manifest = load_manifest(settings.path, max_jobs=settings.max_jobs)
-    table = build_table(manifest, _records(manifest, settings.state, sandbox=settings.sandbox))
+    records = _records(
+        manifest, settings.state, sandbox=settings.sandbox, needed_for="no job has run yet"
+    )
+    table = build_table(manifest, records)
     counts = table.counts()
     not_done = [row for row in table.rows if row["status"] != JobStatus.SUCCEEDED]
     if settings.format == "json":
@@ -167,7 +194,10 @@ def status(settings: StatusSettings) -> int:
 def results(settings: ResultsSettings) -> int:
     """Print or write the results table, from the state file alone."""
     manifest = load_manifest(settings.path, max_jobs=settings.max_jobs)
-    table = build_table(manifest, _records(manifest, settings.state, sandbox=settings.sandbox))
+    table = build_table(
+        manifest,
+        _records(manifest, settings.state, sandbox=settings.sandbox, needed_for="no results yet"),
+    )
     summary = {**table.counts(), "jobs": len(table.rows)}
     text = to_json(table, summary) if settings.format == "json" else to_csv(table)
     if settings.output is None:
@@ -185,11 +215,9 @@ def verify(settings: VerifySettings) -> int:
     """
     manifest = load_manifest(settings.path, max_jobs=settings.max_jobs)
     output_dir = output_dir_for(manifest.output.dir, sandbox=settings.sandbox)
-    path = state_path_for(output_dir, settings.state)
-    if not path.is_file():
-        hint = "" if settings.sandbox else " (sandbox runs keep theirs apart: add --sandbox)"
-        raise UsageError(f"no state file at {display_path(path)}: nothing to verify{hint}")
-    records = _records(manifest, settings.state, sandbox=settings.sandbox)
+    records = _records(
+        manifest, settings.state, sandbox=settings.sandbox, needed_for="nothing to verify"
+    )
     lines: list[str] = []
     found: Counter[FileCheck] = Counter()
     jobs = 0

@@ -51,6 +51,7 @@ class Plan:
     manifest: Manifest
     items: tuple[PlannedJob, ...]
     orphaned: tuple[JobRecord, ...] = ()
+    output_dir: Path | None = None  # where this run's pictures go (sandbox runs: their own)
 
     def totals(self) -> dict[str, int]:
         """Jobs per action, in :data:`ACTIONS` order then orphaned, leaving out empty ones."""
@@ -82,7 +83,7 @@ def make_plan(
     items = tuple(PlannedJob(job, decisions[job.key]) for job in manifest.jobs)
     keys = {job.key for job in manifest.jobs}
     orphaned = tuple(record for key, record in known.items() if key not in keys)
-    return Plan(manifest, items, orphaned)
+    return Plan(manifest, items, orphaned, output_dir)
 
 
 def render(plan: Plan, fmt: str, cost: Estimate) -> str:
@@ -137,7 +138,7 @@ def render_text(plan: Plan, cost: Estimate) -> str:
         "",
         f"Totals: {_totals_text(plan)}",
         *cost.lines(),
-        f"Output folder: {display_path(manifest.output.dir)}",
+        f"Output folder: {display_path(plan.output_dir or manifest.output.dir)}",
     ]
     return "\n".join(lines)
 
@@ -163,7 +164,7 @@ def render_json(plan: Plan, cost: Estimate) -> str:
         "manifest": display_path(manifest.path),
         "name": manifest.name,
         "model": manifest.model,
-        "output_dir": display_path(manifest.output.dir),
+        "output_dir": display_path(plan.output_dir or manifest.output.dir),
         "totals": plan.totals(),
         "tasks_to_create": cost.expected,
         "tasks_at_most": cost.at_most,

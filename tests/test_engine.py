@@ -308,10 +308,33 @@ def test_status_and_results_commands(run, hermetic, sandbox_factory, keyed) -> N
     assert len(json.loads((hermetic / "r.json").read_text())["jobs"]) == 2
 
 
-def test_status_before_any_run(run, hermetic) -> None:
+def test_status_results_and_report_before_any_run_say_so_and_create_nothing(
+    run, hermetic, sandbox, keyed
+) -> None:
     write_manifest(hermetic, 2)
+    for command, reason in (
+        ("status", "no job has run yet"),
+        ("results", "no results yet"),
+        ("report", "nothing to report"),
+    ):
+        result = run(["ruxa-batch", command, "m.yaml"])
+        assert (result.code, result.out, result.err) == (
+            2,
+            "",
+            f"error: no state file at out/t/.ruxa-batch.sqlite: {reason}; run the manifest first\n",
+        )
+    assert not (hermetic / "out").exists()
+    # After a sandbox run only, the plain commands point at --sandbox.
+    keyed(sandbox)
+    assert run(["ruxa-batch", "run", "m.yaml", "--sandbox", "--no-progress"]).code == 0
     status = run(["ruxa-batch", "status", "m.yaml"])
-    assert status.out.splitlines()[0].endswith("2 pending, 0 uncertain; possible duplicates: 0")
+    assert (status.code, status.err) == (
+        2,
+        "error: no state file at out/t/.ruxa-batch.sqlite: no job has run yet; a sandbox run's "
+        "state is at out/t.sandbox/.ruxa-batch.sqlite: add --sandbox to read it\n",
+    )
+    assert not (hermetic / "out" / "t").exists()
+    assert run(["ruxa-batch", "status", "m.yaml", "--sandbox"]).code == 0
 
 
 def test_orphaned_jobs_in_plan(run, hermetic, sandbox, keyed) -> None:
@@ -438,3 +461,15 @@ def test_callback_url_means_fewer_status_queries(run, hermetic, sandbox_factory,
     hooked = server.counters()["queries"] - plain
     assert hooked < plain
     assert all(task["callbackUrl"] for task in server.tasks()[10:])
+
+
+def test_plan_with_sandbox_names_the_sandbox_output_folder(run, hermetic) -> None:
+    write_manifest(hermetic, 1)
+    text = run(["ruxa-batch", "plan", "m.yaml", "--sandbox"])
+    assert text.out.splitlines()[-1] == "Output folder: out/t.sandbox"
+    document = json.loads(
+        run(["ruxa-batch", "plan", "m.yaml", "--sandbox", "--format", "json"]).out
+    )
+    assert document["output_dir"] == "out/t.sandbox"
+    plain = run(["ruxa-batch", "plan", "m.yaml"])
+    assert plain.out.splitlines()[-1] == "Output folder: out/t"

@@ -183,11 +183,11 @@ def test_verify_without_a_state_file(run, hermetic) -> None:
     assert (result.code, result.out, result.err) == (
         2,
         "",
-        "error: no state file at out/t/.ruxa-batch.sqlite: nothing to verify "
-        "(sandbox runs keep theirs apart: add --sandbox)\n",
+        "error: no state file at out/t/.ruxa-batch.sqlite: nothing to verify; run the manifest "
+        "first\n",
     )
     result = run(["ruxa-batch", "verify", "m.yaml", "--sandbox"])
-    assert (
-        result.err
-        == "error: no state file at out/t.sandbox/.ruxa-batch.sqlite: nothing to verify\n"
+    assert result.err == (
+        "error: no state file at out/t.sandbox/.ruxa-batch.sqlite: nothing to verify; run the "
+        "manifest first\n"
     )

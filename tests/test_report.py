@@ -67,12 +67,17 @@ def test_report_command_options(run, finished_batch: Path, hermetic: Path) -> No
     assert '<img src="data:image/png;base64,iVBORw0KGgo' in (hermetic / "embedded.html").read_text()
 
 
-def test_report_before_any_run(run, hermetic: Path) -> None:
+def test_report_of_jobs_not_run_yet(run, hermetic: Path, sandbox, keyed) -> None:
+    keyed(sandbox)
     write_manifest(hermetic, 2)
-    result = run(["ruxa-batch", "report", "m.yaml"])
+    assert (
+        run(["ruxa-batch", "run", "m.yaml", "--sandbox", "--max-tasks", "1", "--no-progress"]).code
+        == 3
+    )
+    result = run(["ruxa-batch", "report", "m.yaml", "--sandbox"])
     assert result.code == 0
-    page = (hermetic / "out" / "t" / "report.html").read_text()
-    assert page.count('data-status="pending"') == 2
+    page = (hermetic / "out" / "t.sandbox" / "report.html").read_text()
+    assert page.count('data-status="pending"') == 1
     assert "no picture yet" in page
 
 
