@@ -143,7 +143,7 @@ def plan(settings: PlanSettings) -> int:
         settings.decisions.options(max_attempts=tuning.max_attempts),
         output_dir=output_dir_for(manifest.output.dir, sandbox=settings.sandbox),
     )
-    cost = planned.estimate(price=tuning.price_per_task)
+    cost = planned.estimate(price=tuning.price_per_task, cap=tuning.max_tasks)
     emit([render(planned, settings.format, cost)], sys.stdout)
     return EXIT_OK
 

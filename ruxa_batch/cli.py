@@ -135,7 +135,7 @@ def validate(manifests: tuple[Path, ...], max_jobs: int, quiet: bool) -> int:
 @_max_jobs_option
 @_state_option
 @_sandbox_state_option
-@tuning_options(only=("max_attempts", "price_per_task"))
+@tuning_options(only=("max_attempts", "price_per_task", "max_tasks"))
 @_decision_options
 def plan(
     manifest: Path,

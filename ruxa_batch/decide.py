@@ -138,15 +138,21 @@ class Estimate:
     expected: int  # if every task succeeds first time
     at_most: int  # if every attempt fails until the last
     price: float | None
+    cap: int | None = None  # --max-tasks: no run creates more
+    uncapped: int = 0  # the expected figure without the cap
 
     @classmethod
-    def of(cls, decisions: Iterable[Decision], *, price: float | None) -> Estimate:
-        """Add up the tasks of every job's decision."""
+    def of(
+        cls, decisions: Iterable[Decision], *, price: float | None, cap: int | None = None
+    ) -> Estimate:
+        """Add up the tasks of every job's decision (within ``cap``, when there is one)."""
         expected = at_most = 0
         for decision in decisions:
             expected += decision.expected_tasks
             at_most += decision.most_tasks
-        return cls(expected, at_most, price)
+        if cap is None:
+            return cls(expected, at_most, price, None, expected)
+        return cls(min(expected, cap), min(at_most, cap), price, cap, expected)
 
     def lines(self) -> list[str]:
         """The estimate in words."""
@@ -159,6 +165,10 @@ class Estimate:
                 f"Cost at {self.price:g} per task: expected {money(self.expected * self.price)}, "
                 f"at most {money(self.at_most * self.price)}"
             )
+        if self.cap is not None:
+            left = self.uncapped - self.expected
+            more = f"; {left:,} more in later runs" if left > 0 else ""
+            lines.append(f"Capped at {self.cap:,} tasks by --max-tasks{more}")
         return lines
 
 

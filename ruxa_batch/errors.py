@@ -21,6 +21,7 @@ EXIT_OK = 0
 EXIT_JOBS_FAILED = 1
 EXIT_INVALID = 2
 EXIT_API_STOPPED = 3
+EXIT_UNFINISHED = 4  # no job failed, but some were left for a later run: run the same command again
 EXIT_ENVIRONMENT = 74  # EX_IOERR: a full disk, a read-only folder, a damaged state file
 EXIT_INTERRUPTED = 130
 

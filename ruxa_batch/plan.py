@@ -60,9 +60,9 @@ class Plan:
         order = [action.value for action in ACTIONS] + [ORPHANED]
         return {action: counts[action] for action in order if counts[action]}
 
-    def estimate(self, *, price: float | None) -> Estimate:
-        """Tasks (and cost) of carrying the plan out."""
-        return Estimate.of((item.decision for item in self.items), price=price)
+    def estimate(self, *, price: float | None, cap: int | None = None) -> Estimate:
+        """Tasks (and cost) of carrying the plan out in one run (capped by ``cap``)."""
+        return Estimate.of((item.decision for item in self.items), price=price, cap=cap)
 
 
 def make_plan(

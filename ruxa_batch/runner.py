@@ -27,6 +27,7 @@ from ruxa_batch.errors import (
     EXIT_INTERRUPTED,
     EXIT_JOBS_FAILED,
     EXIT_OK,
+    EXIT_UNFINISHED,
     RuxaBatchError,
     UsageError,
     emit,
@@ -333,12 +334,10 @@ def confirmed(
         flags.decisions.options(max_attempts=tuning.max_attempts),
         output_dir=output_dir,
     )
-    cost = planned.estimate(price=tuning.price_per_task)
+    cost = planned.estimate(price=tuning.price_per_task, cap=tuning.max_tasks)
     if cost.expected <= CONFIRM_ABOVE:
         return True
-    cap = tuning.max_tasks
-    lines = cost.lines() + ([f"Capped at {cap:,} tasks by --max-tasks"] if cap else [])
-    emit(lines, sys.stdout)
+    emit(cost.lines(), sys.stdout)
     answer = input("Continue? [y/N] ").strip().lower()
     return answer in ("y", "yes")
 
@@ -383,8 +382,30 @@ def _exit_code(outcome: RunOutcome, summary: Mapping[str, Any]) -> int:
             f"the API reports insufficient credits (402): {outcome.not_submitted:,} jobs were not "
             "submitted; add credits and run the same command again to continue with them"
         )
-    unfinished = sum(summary[status] for status in JobStatus if status != JobStatus.SUCCEEDED)
+    failed = summary[JobStatus.FAILED]
+    uncertain = summary[JobStatus.UNCERTAIN]
+    unfinished = summary[JobStatus.PENDING] + summary[JobStatus.RUNNING]
+    lines = []
+    if failed:
+        lines.append(
+            f"{_jobs(failed)} failed; see the results file for each error, and rerun with "
+            "--retry-failed to try them again"
+        )
+    if uncertain:
+        lines.append(
+            f"{_jobs(uncertain)} uncertain (a create's answer was lost); rerun with "
+            "--retry-uncertain to submit them again"
+        )
     if unfinished:
-        emit([f"{unfinished:,} jobs did not succeed; see the results file for each error"])
+        lines.append(
+            f"{_jobs(unfinished)} left for a later run (see the results file for each reason); "
+            "run the same command again to continue"
+        )
+    emit(lines)
+    if failed or uncertain:
         return EXIT_JOBS_FAILED
-    return EXIT_OK
+    return EXIT_UNFINISHED if unfinished else EXIT_OK
+
+
+def _jobs(count: int) -> str:
+    return f"{count:,} job{'' if count == 1 else 's'}"

@@ -125,3 +125,17 @@ def test_never_asks_off_a_terminal(run, hermetic, sandbox, monkeypatch) -> None:
     monkeypatch.setattr(builtins, "input", lambda prompt: pytest.fail("asked off a terminal"))
     write_manifest(hermetic, 101)
     assert run(run_args(sandbox)).code == 0
+
+
+def test_plan_with_the_cap_counts_what_one_run_creates(run, hermetic) -> None:
+    write_manifest(hermetic, 30)
+    plan = run(["ruxa-batch", "plan", "m.yaml", "--max-tasks", "10", "--price-per-task", "0.5"])
+    assert plan.out.splitlines()[-4:-1] == [
+        "Tasks to create: 10 if each succeeds first time, at most 10 with retries",
+        "Cost at 0.5 per task: expected 5, at most 5",
+        "Capped at 10 tasks by --max-tasks; 20 more in later runs",
+    ]
+    document = json.loads(
+        run(["ruxa-batch", "plan", "m.yaml", "--max-tasks", "10", "--format", "json"]).out
+    )
+    assert (document["tasks_to_create"], document["tasks_at_most"]) == (10, 10)

@@ -141,7 +141,7 @@ def test_a_full_disk_during_a_download_leaves_the_job_for_the_next_run(
     save = client_module._save
     monkeypatch.setattr(client_module, "_save", disk_full)
     result = run(run_args(sandbox))
-    assert result.code == 1, result.err
+    assert result.code == 4, result.err
     jobs = results(hermetic)["jobs"]
     assert [(job["status"], job["error"]) for job in jobs] == [
         ("running", f"left for a later run: cannot save {job['id']}-v1-1.png: the disk is full")

@@ -108,7 +108,7 @@ def test_no_free_name_for_the_picture_in_the_way_leaves_the_job_and_overwrites_n
     stray.write_bytes(b"somebody's file")
 
     write_jobs(hermetic, ("x", "Make it a watercolour"))
-    assert run(run_args(sandbox)).code == 1
+    assert run(run_args(sandbox)).code == 4
     assert (out / "x-1.png").read_bytes() == first
     assert stray.read_bytes() == b"somebody's file"
     row = results(hermetic)["jobs"][0]

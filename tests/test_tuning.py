@@ -41,7 +41,9 @@ def test_every_setting_flag_comes_from_the_declaration(command: str) -> None:
         if isinstance(param, click.Option)
     }
     wanted = [
-        s for s in settings() if command == "run" or s.name in ("max_attempts", "price_per_task")
+        s
+        for s in settings()
+        if command == "run" or s.name in ("max_attempts", "price_per_task", "max_tasks")
     ]
     for setting in wanted:
         option = options[setting.name]
