@@ -28,7 +28,10 @@ from ruxa_batch.schema import check_document
 from ruxa_batch.template import slugify
 from ruxa_batch.yamlsource import PathKey, YamlProblem, load_yaml
 
-_SHARED_KEYS = ("version", "model", "vars", "defaults", "output", "name", "callback_url")
+# Top-level keys the expansion of jobs needs: when one is broken, the jobs are not expanded.
+# The others (version, model, name, callback_url) are reported and the jobs still checked, so
+# that one run of validate shows every problem.
+_SHARED_KEYS = ("vars", "defaults", "output")
 
 
 def load_manifest(path: Path, *, max_jobs: int = DEFAULT_MAX_JOBS) -> Manifest:
@@ -89,8 +92,11 @@ def _build_document(path: Path, log: ProblemLog, *, max_jobs: int) -> Manifest |
     ):
         return None
 
-    name = data.get("name") or _default_name(path)
-    model = data.get("model", DEFAULT_MODEL)
+    def usable(key: str) -> bool:
+        return key in data and not any(_under(b, (key,)) for b in broken)
+
+    name = data["name"] if usable("name") and data["name"] else _default_name(path)
+    model = data["model"] if usable("model") else DEFAULT_MODEL
     variables = {key: str(value) for key, value in (data.get("vars") or {}).items()}
     output, filename_ok = read_output(
         data.get("output") or {}, name=name, base=path.parent, log=log

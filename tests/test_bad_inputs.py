@@ -35,6 +35,14 @@ EXPECTED: dict[str, list[str]] = {
     ],
     "latin1.yaml": ["latin1.yaml:3:1: $: file is not valid UTF-8 text (byte 0xe9)"],
     "empty.yaml": ["empty.yaml:1:1: $: the file is empty; expected a manifest"],
+    "broken_model_callback_and_image.yaml": [
+        "broken_model_callback_and_image.yaml:2:8: $.model: 'google/nano-banana-bad' is not a "
+        "valid model; did you mean 'google/nano-banana-edit'? (allowed: google/nano-banana-edit)",
+        "broken_model_callback_and_image.yaml:3:15: $.callback_url: 'ftp://x.example/hook' is "
+        "not valid: use an http:// or https:// URL with a host",
+        "broken_model_callback_and_image.yaml:7:14: $.jobs[0].images[0]: 'file:///etc/passwd' "
+        "is not an http(s) URL",
+    ],
     "callback_not_http.yaml": [
         "callback_not_http.yaml:2:15: $.callback_url: 'ftp://x.example/hook' is not valid: "
         "use an http:// or https:// URL with a host"
