@@ -35,6 +35,8 @@ MAX_ANSWER_BYTES = 1024 * 1024
 # A whole answer (not each read) must arrive within this; a result file within the second.
 ANSWER_DEADLINE = 120.0
 DOWNLOAD_DEADLINE = 600.0
+# Redirects a result file may go through (CDNs and object stores answer 302 to a signed URL).
+MAX_REDIRECTS = 5
 # What a task ID may look like (the API's are like task_gemini-2.5-flash-image_1766304530229_cf4d):
 # checked before one is stored or put in a URL path.
 TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,255}")
@@ -206,7 +208,10 @@ class RuxaClient:
                 headers={"User-Agent": "ruxa-batch"},
                 limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
                 timeout=httpx.Timeout(timeout, connect=connect_timeout, pool=None),
+                # API calls never follow a redirect (the key would go with it); result files
+                # do, up to MAX_REDIRECTS hops, http(s) only (httpx refuses other schemes).
                 follow_redirects=False,
+                max_redirects=MAX_REDIRECTS,
                 trust_env=False,
             )
             for size in sizes
@@ -349,10 +354,18 @@ class RuxaClient:
                 with _transport_errors("a result file"):
                     async with (
                         deadline(self.download_deadline, "the result file did not arrive in time"),
-                        http.stream("GET", target) as response,
+                        http.stream("GET", target, follow_redirects=True) as response,
                     ):
                         size, digest = await _save(response, partial, max_bytes)
                 os.replace(partial, dest)
+            except httpx.TooManyRedirects:
+                raise DownloadRejected(
+                    f"result URL redirects more than {MAX_REDIRECTS} times"
+                ) from None
+            except httpx.UnsupportedProtocol:
+                raise DownloadRejected(
+                    "result URL redirects to an address that is not http(s)"
+                ) from None
             finally:
                 if partial.exists():
                     partial.unlink()

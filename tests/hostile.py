@@ -63,7 +63,8 @@ class HostileServer:
                 if self.path.startswith(QUERY):
                     server.query(self, self.path[len(QUERY) :])
                 elif self.path.startswith("/files/"):
-                    server.file(self, self.path[len("/files/") :].removesuffix(".png"))
+                    name, _, query = self.path[len("/files/") :].partition("?")
+                    server.file(self, name.removesuffix(".png"), query)
                 else:
                     send(self, 404, {"code": 404, "message": "not found"})
 
@@ -144,14 +145,23 @@ class HostileServer:
         data = {"taskId": task_id, "state": "success", "resultJson": result_json}
         send(handler, 200, {"code": 200, "message": "success", "data": data})
 
-    def file(self, handler: BaseHTTPRequestHandler, task_id: str) -> None:
+    def file(self, handler: BaseHTTPRequestHandler, task_id: str, query: str = "") -> None:
         mode = self.tasks.get(task_id)
+        if mode == "redirect" and query:
+            mode = ""  # the address redirected to serves the picture
         if mode is None:
             send(handler, 404, {"code": 404, "message": "no such file"})
         elif mode == "gzip-broken":
             # A gzip header, then a deflate block of a type that does not exist.
             broken = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\xff\xff\xff\xff"
             send_raw(handler, 200, broken, "image/png", {"Content-Encoding": "gzip"})
+        elif mode == "redirect":
+            # A CDN or object store sending the client on to a signed URL.
+            send_raw(handler, 302, b"", "text/plain", {"Location": f"/files/{task_id}.png?hop=1"})
+        elif mode == "redirect-loop":
+            send_raw(handler, 302, b"", "text/plain", {"Location": f"/files/{task_id}.png"})
+        elif mode == "redirect-ftp":
+            send_raw(handler, 302, b"", "text/plain", {"Location": "ftp://127.0.0.1/x.png"})
         elif mode == "trickle-file":
             trickle(handler, PNG)
         elif mode == "gzip-bomb":

@@ -100,6 +100,9 @@ ATTACKS = {
         False,
     ),
     "gateway-504": ("succeeded", "", True),
+    "redirect": ("succeeded", "", False),
+    "redirect-loop": ("failed", "result URL redirects more than 5 times", False),
+    "redirect-ftp": ("failed", "result URL redirects to an address that is not http(s)", False),
 }
 
 
