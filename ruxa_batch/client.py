@@ -26,6 +26,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from ruxa_batch.addresses import is_loopback
 from ruxa_batch.ratelimit import Abandoned, RateLimiter
 from ruxa_batch.statuses import TaskState
 
@@ -200,6 +201,7 @@ class RuxaClient:
         # costs several times the CPU of eight pools of 4. The connections are split into
         # lanes of at most LANE_SIZE; a request takes a free lane, so at most `concurrency`
         # requests are open at once, over at most `concurrency` connections.
+        local = is_loopback(urlsplit(self.base_url).hostname)
         sizes = [LANE_SIZE] * (concurrency // LANE_SIZE)
         if concurrency % LANE_SIZE:
             sizes.append(concurrency % LANE_SIZE)
@@ -212,7 +214,10 @@ class RuxaClient:
                 # do, up to MAX_REDIRECTS hops, http(s) only (httpx refuses other schemes).
                 follow_redirects=False,
                 max_redirects=MAX_REDIRECTS,
-                trust_env=False,
+                # HTTPS_PROXY, NO_PROXY and SSL_CERT_FILE apply, as for any httpx program
+                # (a corporate proxy, its certificates); traffic to a loopback API (the sandbox)
+                # never goes through a proxy.
+                trust_env=not local,
             )
             for size in sizes
         ]
