@@ -42,6 +42,9 @@ from ruxa_batch.statuses import JobStatus
 from ruxa_batch.template import slugify
 from ruxa_batch.tuning import Tuning
 
+# Unfinished jobs `status` lists by name; the counts cover the rest.
+STATUS_SHOWN = 10
+
 
 def plural(count: int, noun: str) -> str:
     """``1 job``, ``2 jobs``, ``12,000 jobs``."""
@@ -184,9 +187,15 @@ def status(settings: StatusSettings) -> int:
     ]
     if not_done:
         lines.append("not done:")
-        for row in not_done:
+        for row in not_done[:STATUS_SHOWN]:
             error = f"  {row['error']}" if row["error"] else ""
             lines.append(f"  {row['status']:<9} {row['id']} (variant {row['variant']}){error}")
+        if len(not_done) > STATUS_SHOWN:
+            more = len(not_done) - STATUS_SHOWN
+            lines.append(
+                f"  ... and {more:,} more (`ruxa-batch results` or `status --format json` "
+                "list every job)"
+            )
     emit(lines, sys.stdout)
     return EXIT_OK
 

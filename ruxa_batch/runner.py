@@ -149,7 +149,15 @@ def progress_mode(flags: RunFlags) -> str:
         return "off"
     if flags.progress is True:
         return "bar"
-    return "bar" if sys.stderr.isatty() else "log"
+    return "bar" if sys.stderr.isatty() and _columns() > 0 else "log"
+
+
+def _columns() -> int:
+    """The terminal's width; 0 where it reports none (a bar would show nothing there)."""
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except (OSError, ValueError):
+        return 0
 
 
 def run_batch(flags: RunFlags) -> int:

@@ -473,3 +473,18 @@ def test_plan_with_sandbox_names_the_sandbox_output_folder(run, hermetic) -> Non
     assert document["output_dir"] == "out/t.sandbox"
     plain = run(["ruxa-batch", "plan", "m.yaml"])
     assert plain.out.splitlines()[-1] == "Output folder: out/t"
+
+
+def test_status_names_the_first_unfinished_jobs_and_counts_the_rest(
+    run, hermetic, sandbox, keyed
+) -> None:
+    keyed(sandbox)
+    write_manifest(hermetic, 14)
+    assert run(run_args(sandbox, "--max-tasks", "1")).code == 3
+    status = run(["ruxa-batch", "status", "m.yaml"])
+    lines = status.out.splitlines()
+    assert lines[1] == "not done:"
+    assert len(lines) == 2 + 10 + 1
+    assert lines[-1] == (
+        "  ... and 3 more (`ruxa-batch results` or `status --format json` list every job)"
+    )

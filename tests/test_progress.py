@@ -52,3 +52,28 @@ def test_bar_on_a_terminal() -> None:
     progress.job_finished(job("a"), "succeeded", None)
     progress.close()
     assert "1/2" in out.getvalue() and "created=1" in out.getvalue()
+
+
+def test_a_terminal_that_reports_no_width_gets_log_lines(monkeypatch) -> None:
+    import fcntl
+    import os
+    import pty
+    import struct
+    import sys
+    import termios
+    from pathlib import Path
+
+    from ruxa_batch.runner import progress_mode
+    from ruxa_batch.settings import RunFlags
+
+    master, slave = pty.openpty()
+    try:
+        with os.fdopen(slave, "w") as terminal:
+            monkeypatch.setattr(sys, "stderr", terminal)
+            flags = RunFlags(path=Path("m.yaml"))
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 0, 0, 0))
+            assert progress_mode(flags) == "log"
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+            assert progress_mode(flags) == "bar"
+    finally:
+        os.close(master)
