@@ -42,11 +42,12 @@ from ruxa_batch.client import (
 )
 from ruxa_batch.decide import IDLE, Action, Decision, Options, decide_all, pictures_on_disk
 from ruxa_batch.errors import RuxaBatchError, os_reason
+from ruxa_batch.failures import DEFAULT_RULES, FailureRules, classify
 from ruxa_batch.jobs import Job, Manifest
 from ruxa_batch.pictures import Ledger, Picture
 from ruxa_batch.retry import GaveUp, Halted, Retrier, RetryPolicy
 from ruxa_batch.state import JobRecord, StateStore
-from ruxa_batch.statuses import AttemptOutcome, JobStatus, StopReason, TaskState
+from ruxa_batch.statuses import AttemptOutcome, FailureClass, JobStatus, StopReason, TaskState
 from ruxa_batch.timing import Timer
 
 # How many times in a row one request may fail on the network or with a 5xx before the job is
@@ -100,6 +101,7 @@ class EngineOptions:
     backoff_base: float = 1.0
     seed: int | None = None
     max_tasks: int | None = None  # hard cap on creates in this run
+    failure_rules: FailureRules = DEFAULT_RULES  # which task failures are not worth a new task
 
 
 @dataclass
@@ -128,6 +130,11 @@ class Events:
     def job_finished(self, job: Job, status: JobStatus, message: str | None) -> None:
         """``job`` reached a status this run will not change (or was left for a later run)."""
 
+    def task_failed(
+        self, job: Job, task_id: str, message: str, failure: FailureClass, *, retry: bool
+    ) -> None:
+        """A task of ``job`` failed (``retry``: a new task follows)."""
+
     def warn(self, message: str) -> None:
         """Something the user should know about."""
 
@@ -140,6 +147,7 @@ class _Watched:
     urls: tuple[str, ...] = ()
     message: str = ""
     gone: bool = False  # the API stopped knowing the task: it may still run and be billed
+    failure: FailureClass = FailureClass.TRANSIENT  # for a failed task: is a new one worth it
 
 
 class Engine:
@@ -316,7 +324,12 @@ class Engine:
         while True:
             if task_id is None:
                 if attempts >= self.options.decisions.max_attempts:
-                    self.finish(job, JobStatus.FAILED, f"gave up after {attempts} tasks")
+                    self.finish(
+                        job,
+                        JobStatus.FAILED,
+                        f"gave up after {attempts} tasks",
+                        failure=FailureClass.TRANSIENT,
+                    )
                     return
                 task_id = await self.submit(job)
                 if task_id is None:
@@ -337,15 +350,34 @@ class Engine:
             if watched.gone:
                 # The API forgot the task, which may still be billed: a new one may pay twice.
                 self.store.flag_possible_duplicate(job.key)
-            # The task failed or timed out: a new attempt, if any is left.
-            if attempts >= self.options.decisions.max_attempts:
-                self.finish(job, JobStatus.FAILED, watched.message)
+            # The task failed or timed out: a new attempt, if any is left and it may succeed.
+            retry = (
+                watched.failure == FailureClass.TRANSIENT
+                and attempts < self.options.decisions.max_attempts
+            )
+            self.events.task_failed(job, task_id, watched.message, watched.failure, retry=retry)
+            if not retry:
+                message = watched.message
+                if watched.failure == FailureClass.REQUEST:
+                    message = f"{message}; not retried: the request itself is at fault"
+                self.finish(job, JobStatus.FAILED, message, failure=watched.failure)
                 return
             task_id = None
 
-    def finish(self, job: Job, status: JobStatus, message: str | None) -> None:
-        """Record a final status for this run and report it."""
-        self.store.set_status(job.key, status, error=message)
+    def finish(
+        self,
+        job: Job,
+        status: JobStatus,
+        message: str | None,
+        *,
+        failure: FailureClass | None = None,
+    ) -> None:
+        """Record a final status for this run (a failed job with its failure's class)."""
+        if status == JobStatus.FAILED and failure is None:
+            # The API refused the request, or the result cannot be taken (too big, a name
+            # outside the folder): a new task would end the same way.
+            failure = FailureClass.REQUEST
+        self.store.set_status(job.key, status, error=message, failure=failure)
         self.events.job_finished(job, status, message)
 
     def leave(self, job: Job, status: JobStatus, reason: str) -> None:
@@ -547,7 +579,8 @@ class Engine:
                     fail_code=info.fail_code,
                     fail_msg=info.fail_msg or message,
                 )
-                return _Watched(TaskState.FAIL, message=message)
+                failure = classify(info.fail_code, info.fail_msg, self.options.failure_rules)
+                return _Watched(TaskState.FAIL, message=message, failure=failure)
             if (
                 info.state == TaskState.UNKNOWN
                 and info.raw_state not in self.outcome.unknown_states
@@ -633,7 +666,12 @@ class Engine:
                     if self.halted:
                         self.events.job_finished(job, JobStatus.RUNNING, "the run stopped")
                     else:
-                        self.finish(job, JobStatus.FAILED, f"the result URL has expired ({exc})")
+                        self.finish(
+                            job,
+                            JobStatus.FAILED,
+                            f"the result URL has expired ({exc})",
+                            failure=FailureClass.TRANSIENT,
+                        )
                     return
                 urls = fresh
                 continue

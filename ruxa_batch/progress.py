@@ -9,7 +9,7 @@ from typing import Any, TextIO
 
 from ruxa_batch.engine import Events
 from ruxa_batch.jobs import Job
-from ruxa_batch.statuses import JobStatus
+from ruxa_batch.statuses import FailureClass, JobStatus
 
 LOG_INTERVAL = 10.0
 
@@ -110,6 +110,16 @@ class Progress(Events):
         if self._bar is not None:
             self._bar.update(1)
             self._refresh()
+
+    def task_failed(
+        self, job: Job, task_id: str, message: str, failure: FailureClass, *, retry: bool
+    ) -> None:
+        if self.verbose:
+            then = "a new task follows" if retry else "not retried"
+            self.line(
+                f"task {task_id} of {job.id} (variant {job.variant}) failed ({failure}): "
+                f"{message}; {then}"
+            )
 
     def warn(self, message: str) -> None:
         if not self.quiet:

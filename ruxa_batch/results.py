@@ -31,6 +31,7 @@ COLUMNS = (
     "result_urls",
     "files",
     "error",
+    "failure",
     "attempts",
     "possible_duplicate",
     "submitted_at",
@@ -78,14 +79,40 @@ def build_table(manifest: Manifest, records: Mapping[str, JobRecord]) -> Table:
                 "result_urls": list(record.result_urls) if record else [],
                 "files": list(record.files) if record else [],
                 "error": record.error if record else None,
-                "attempts": record.attempts if record else 0,
+                "failure": failure_of(record),
+                "attempts": record.tasks_total if record else 0,
                 "possible_duplicate": bool(record.possible_duplicate) if record else False,
-                "submitted_at": record.submitted_at if record else None,
-                "finished_at": record.finished_at if record else None,
+                "submitted_at": submitted_at(record),
+                "finished_at": finished_at(record),
                 "key": job.key,
             }
         )
     return Table(manifest, tuple(rows))
+
+
+def failure_of(record: JobRecord | None) -> str | None:
+    """A failed job's failure class (``request`` or ``transient``); None for any other job."""
+    if record is None or record.status != JobStatus.FAILED or record.failure is None:
+        return None
+    return str(record.failure)
+
+
+def submitted_at(record: JobRecord | None) -> str | None:
+    """When the task shown was created (the job's first submission when it has none)."""
+    if record is None:
+        return None
+    if record.task_id is not None and record.task_created_at is not None:
+        return record.task_created_at
+    return record.submitted_at
+
+
+def finished_at(record: JobRecord | None) -> str | None:
+    """When the task shown finished, for a job that has finished (None while it runs)."""
+    if record is None or record.finished_at is None:
+        return None
+    if record.task_id is not None and record.task_finished_at is not None:
+        return record.task_finished_at
+    return record.finished_at
 
 
 def to_csv(table: Table) -> str:

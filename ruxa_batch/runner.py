@@ -202,6 +202,7 @@ def _run_with_store(
         max_download_bytes=int(tuning.max_download_mb * 1024 * 1024),
         backoff_base=tuning.retry_backoff,
         max_tasks=tuning.max_tasks,
+        failure_rules=tuning.permanent_failures,
     )
     if not confirmed(manifest, store, flags, tuning, output_dir):
         emit(["not confirmed: nothing was sent"])

@@ -35,7 +35,13 @@ from ruxa_batch.errors import (
     RuxaBatchError,
     os_reason,
 )
-from ruxa_batch.statuses import FINAL_STATUSES, AttemptOutcome, JobStatus, TaskState
+from ruxa_batch.statuses import (
+    FINAL_STATUSES,
+    AttemptOutcome,
+    FailureClass,
+    JobStatus,
+    TaskState,
+)
 
 STATE_FILENAME = ".ruxa-batch.sqlite"
 
@@ -99,6 +105,11 @@ MIGRATIONS: tuple[str, ...] = (
     # 3: each picture's size beside its sha256, so a changed file is often found without reading it
     """
     ALTER TABLE jobs ADD COLUMN sizes TEXT NOT NULL DEFAULT '[]';
+    """,
+    # 4: a failed job's failure class (request or transient), so results say whether a retry
+    # is worth paying for
+    """
+    ALTER TABLE jobs ADD COLUMN failure TEXT;
     """,
 )
 
@@ -228,6 +239,9 @@ class JobRecord:
     task_state: TaskState | None = None  # the recorded state of the job's latest task
     sizes: tuple[int, ...] = ()  # bytes of each file; empty in files written before migration 3
     task_created_at: str | None = None  # when the API answered the create of that task
+    task_finished_at: str | None = None  # when that task was seen to finish
+    tasks_total: int = 0  # tasks the job ever had, across --retry-... runs
+    failure: FailureClass | None = None  # a failed job's failure class
 
     def task_age(self, *, now: datetime | None = None) -> float:
         """Seconds since the latest task was created (wall clock; 0 without a task), so that
@@ -510,12 +524,17 @@ class StateStore:
             )
         }
         # A file of an older version opened read-only has not been migrated: no sizes column.
-        has_sizes = self.schema_version() >= 3
+        version = self.schema_version()
+        has_sizes = version >= 3
+        has_failure = version >= 4
         records = {}
         for row in self.conn.execute(
-            "SELECT jobs.*, tasks.state AS task_state, tasks.created_at AS task_created_at "
+            "SELECT jobs.*, tasks.state AS task_state, tasks.created_at AS task_created_at, "
+            "tasks.finished_at AS task_finished_at, COALESCE(counted.n, 0) AS tasks_total "
             "FROM jobs "
-            "LEFT JOIN tasks ON tasks.task_id = jobs.task_id"
+            "LEFT JOIN tasks ON tasks.task_id = jobs.task_id "
+            "LEFT JOIN (SELECT job_key, COUNT(*) AS n FROM tasks GROUP BY job_key) AS counted "
+            "ON counted.job_key = jobs.key"
         ):
             records[row["key"]] = JobRecord(
                 key=row["key"],
@@ -535,6 +554,9 @@ class StateStore:
                 task_state=_task_state(row["task_state"]),
                 sizes=tuple(json.loads(row["sizes"])) if has_sizes else (),
                 task_created_at=row["task_created_at"],
+                task_finished_at=row["task_finished_at"],
+                tasks_total=int(row["tasks_total"]),
+                failure=FailureClass(row["failure"]) if has_failure and row["failure"] else None,
             )
         return records
 
@@ -547,11 +569,13 @@ class StateStore:
         error: str | None = None,
         possible_duplicate: bool | None = None,
         reset_attempts: bool = False,
+        failure: FailureClass | None = None,
     ) -> None:
-        """Move a job to ``status`` (with an error message for failed/uncertain)."""
+        """Move a job to ``status`` (with an error message for failed/uncertain, and the
+        failure's class for failed)."""
         with self.transaction() as conn:
             conn.execute(
-                "UPDATE jobs SET status = ?, error = ?, updated_at = ?, "
+                "UPDATE jobs SET status = ?, error = ?, updated_at = ?, failure = ?, "
                 "possible_duplicate = COALESCE(?, possible_duplicate), "
                 "attempts = CASE WHEN ? THEN 0 ELSE attempts END, "
                 "finished_at = CASE WHEN ? THEN ? ELSE NULL END "
@@ -560,6 +584,7 @@ class StateStore:
                     status,
                     error,
                     now_iso(),
+                    failure if status == JobStatus.FAILED else None,
                     None if possible_duplicate is None else int(possible_duplicate),
                     int(reset_attempts),
                     int(status in FINAL_STATUSES),
@@ -585,7 +610,7 @@ class StateStore:
                 (key, attempt, AttemptOutcome.SENDING, self.run_id, stamp),
             )
             conn.execute(
-                "UPDATE jobs SET status = ?, error = NULL, "
+                "UPDATE jobs SET status = ?, error = NULL, failure = NULL, "
                 "submitted_at = COALESCE(submitted_at, ?), updated_at = ? WHERE key = ?",
                 (JobStatus.RUNNING, stamp, stamp, key),
             )
@@ -698,7 +723,7 @@ class StateStore:
         with self.transaction() as conn:
             conn.execute(
                 "UPDATE jobs SET status = ?, files = ?, sha256 = ?, sizes = ?, error = NULL, "
-                "finished_at = ?, updated_at = ? WHERE key = ?",
+                "failure = NULL, finished_at = ?, updated_at = ? WHERE key = ?",
                 (
                     JobStatus.SUCCEEDED,
                     json.dumps(list(files)),

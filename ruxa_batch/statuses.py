@@ -68,3 +68,10 @@ class StopReason(_Word):
     AUTH = "auth"  # 401: no more requests of any kind
     INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM
     MAX_TASKS = "max_tasks"  # the --max-tasks cap was reached
+
+
+class FailureClass(_Word):
+    """Why a job's task failed, as far as a retry is concerned (see :mod:`ruxa_batch.failures`)."""
+
+    REQUEST = "request"  # the request itself is at fault: a new task would fail the same way
+    TRANSIENT = "transient"  # the API or the moment is at fault: a new task may succeed

@@ -5,6 +5,10 @@ its fields (:func:`tuning_options`), the manifest's ``run:`` keys are the fields
 ``manifest=True`` (the JSON Schema describes them for editors, and a test holds the two
 together), and :meth:`Tuning.resolve` merges defaults, manifest and flags by field, never by
 two names happening to match.
+
+A structured setting (``permanent_failures``: two lists) has no flag: a list of codes and a
+list of patterns do not fit one command-line value without a mini-language of their own, so it
+is marked ``flag=False`` and set in the manifest only, where YAML already is that language.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, get_type_hints
+
+from ruxa_batch.failures import DEFAULT_RULES, FailureRules
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -27,7 +33,9 @@ class Spec:
     maximum: float | None = None
     exclusive_minimum: bool = False
     manifest: bool = True  # also a key of the manifest's `run:` section
+    flag: bool = True  # also a command-line flag of `run` (False: manifest only)
     metavar: str | None = None
+    parse: Callable[[Any], Any] | None = None  # a structured value from its manifest form
 
 
 def setting(default: Any, help: str, **spec: Any) -> Any:
@@ -87,6 +95,14 @@ class Tuning:
         exclusive_minimum=True,
         manifest=False,
     )
+    # setting() returns a dataclasses.field, and FailureRules is frozen: no shared mutable default.
+    permanent_failures: FailureRules = setting(  # noqa: RUF009
+        DEFAULT_RULES,
+        "Task failures that fail the job at once instead of paying for a new task: "
+        "`codes` (failCode values) and `messages` (case-insensitive failMsg substrings).",
+        flag=False,
+        parse=FailureRules.of,
+    )
 
     @classmethod
     def resolve(cls, manifest_run: Mapping[str, Any], flags: Mapping[str, Any]) -> Tuning:
@@ -97,14 +113,20 @@ class Tuning:
         merged: dict[str, Any] = {}
         for source, allowed in (
             (manifest_run, {s.name for s in settings() if spec_of(s).manifest}),
-            (flags, {s.name for s in settings()}),
+            (flags, {s.name for s in settings() if spec_of(s).flag}),
         ):
             unknown = set(source) - allowed
             if unknown:
                 raise KeyError(f"not a tuning setting here: {', '.join(sorted(unknown))}")
             merged.update({key: value for key, value in source.items() if value is not None})
         kinds = _kinds()
-        return cls(**{key: kinds[key](value) for key, value in merged.items()})
+        fields = {s.name: s for s in settings()}
+        return cls(
+            **{
+                key: (spec_of(fields[key]).parse or kinds[key])(value)
+                for key, value in merged.items()
+            }
+        )
 
 
 def settings() -> tuple[dataclasses.Field[Any], ...]:
@@ -159,6 +181,8 @@ def tuning_options(*, only: tuple[str, ...] | None = None) -> Callable[[F], F]:
     def decorate(command: F) -> F:
         for setting_field in reversed(settings()):
             if only is not None and setting_field.name not in only:
+                continue
+            if not spec_of(setting_field).flag:
                 continue
             spec = spec_of(setting_field)
             low = None if spec.minimum is None else spec.minimum

@@ -33,7 +33,7 @@ def test_cap_stops_creating_then_resume_continues_under_it(
 
 
 def test_retries_count_against_the_cap(run, hermetic, sandbox_factory, monkeypatch) -> None:
-    server = sandbox_factory(fail_rate=1.0)
+    server = sandbox_factory(fail_rate=1.0, fail_code="500")
     monkeypatch.setenv("RUXA_API_KEY", server.api_key)
     write_manifest(hermetic, 5)
     result = run(run_args(server, "--max-tasks", "7", "--max-attempts", "3"))

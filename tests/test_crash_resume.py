@@ -319,7 +319,7 @@ def test_ctrl_c_saves_state_and_results_then_resume(
         rows = list(reader)
     assert reader.fieldnames == [
         "id", "variant", "status", "task_id", "prompt", "images", "image_size", "output_format",
-        "result_urls", "files", "error", "attempts", "possible_duplicate", "submitted_at",
+        "result_urls", "files", "error", "failure", "attempts", "possible_duplicate", "submitted_at",
         "finished_at", "key",
     ]  # fmt: skip
     assert [row["id"] for row in rows] == [f"job-{index:03d}" for index in range(60)]

@@ -32,7 +32,7 @@ def test_a_clean_run_then_a_rerun_that_sends_nothing(run, hermetic, sandbox, key
     csv_lines = (hermetic / "out" / "t" / "results.csv").read_text().splitlines()
     assert csv_lines[0] == (
         "id,variant,status,task_id,prompt,images,image_size,output_format,result_urls,files,"
-        "error,attempts,possible_duplicate,submitted_at,finished_at,key"
+        "error,failure,attempts,possible_duplicate,submitted_at,finished_at,key"
     )
     assert len(csv_lines) == 25
     before = sandbox.counters()
@@ -194,7 +194,7 @@ def test_at_most_once_marks_dropped_creates_uncertain(
 
 
 def test_failed_tasks_get_new_attempts_until_max(run, hermetic, sandbox_factory, keyed) -> None:
-    server = keyed(sandbox_factory(fail_rate=0.5, seed=11))
+    server = keyed(sandbox_factory(fail_rate=0.5, fail_code="500", seed=11))
     write_manifest(hermetic, 30)
     result = run(run_args(server, "--max-attempts", "2"))
     rows = results(hermetic)["jobs"]

@@ -47,6 +47,7 @@ def test_csv_cells_a_spreadsheet_would_run_start_with_a_quote(hermetic: Path) ->
         variant=1,
         status=JobStatus.FAILED,
         attempts=3,
+        tasks_total=3,
         possible_duplicate=False,
         task_id="-task",
         result_urls=("=evil()", "https://cdn.example.com/r.png"),

@@ -324,6 +324,8 @@ class Sandbox:
 
         # Fixed draws per task keep a seeded scenario repeatable.
         fail_draw, reason = self._rng.random(), self._rng.choice(FAIL_REASONS)
+        if config.fail_code is not None:  # drawn all the same, so a seeded scenario repeats
+            reason = next(kind for kind in FAIL_REASONS if kind[0] == config.fail_code)
         now_ms = int(time.time() * 1000)
         while True:
             task_id = f"task_{checked.model.engine}_{now_ms}_{self._rng.getrandbits(32):08x}"

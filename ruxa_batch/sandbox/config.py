@@ -6,6 +6,8 @@ from dataclasses import dataclass, fields
 
 MIN_IMAGE_SIZE = 8
 MAX_IMAGE_SIZE = 2048
+# The failCode of each failure kind the sandbox emits (the messages are in api.FAIL_REASONS).
+FAIL_CODES = ("500", "400", "422")
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,7 @@ class SandboxConfig:
     rate_limit: float | None = None  # requests/s over create+query; more get 429
     error_rate: float = 0.0  # create/query answered 500
     fail_rate: float = 0.0  # tasks that end in `fail`
+    fail_code: str | None = None  # every failed task gets this kind; None: drawn at random
     credits: int | None = None  # creates that succeed before 402
     drop_rate: float = 0.0  # creates that make a task, then close the connection unanswered
     garbage_rate: float = 0.0  # create/query answered with an HTML page
@@ -44,6 +47,10 @@ class SandboxConfig:
             raise ValueError(f"rate_limit must be positive, not {self.rate_limit!r}")
         if self.credits is not None and self.credits < 0:
             raise ValueError(f"credits must not be negative, not {self.credits!r}")
+        if self.fail_code is not None and self.fail_code not in FAIL_CODES:
+            raise ValueError(
+                f"fail_code must be one of {', '.join(FAIL_CODES)}, not {self.fail_code!r}"
+            )
         if self.api_key is not None and not self.api_key.strip():
             raise ValueError("api_key must not be empty")
         if not MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE:

@@ -12,7 +12,7 @@ from typing import Any, TypeVar, overload
 
 import click
 
-from ruxa_batch.sandbox.config import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, SandboxConfig
+from ruxa_batch.sandbox.config import FAIL_CODES, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, SandboxConfig
 from ruxa_batch.tuning import finite_range
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -41,6 +41,12 @@ _FLAGS: dict[str, tuple[Any, str, str]] = {
         "fraction of creates and queries answered 500 (no task is made).",
     ),
     "fail_rate": (_RATE, "F", "fraction of tasks that end in state fail, with failMsg/failCode."),
+    "fail_code": (
+        click.Choice(FAIL_CODES),
+        "CODE",
+        "every failed task fails this way: 500 try again, 400 content refused, 422 input "
+        "image not downloadable. [default: drawn at random]",
+    ),
     "credits": (
         click.IntRange(min=0),
         "N",
