@@ -48,6 +48,19 @@ def plural(count: int, noun: str) -> str:
     return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
+def refuse_csv(path: Path) -> None:
+    """A CSV file given where a manifest belongs: say what a manifest does with it."""
+    if path.suffix.lower() == ".csv":
+        raise UsageError(
+            f"{display_path(path)} is a CSV file, not a manifest; a manifest lists it under rows:"
+        )
+
+
+def _load(path: Path, *, max_jobs: int) -> Manifest:
+    refuse_csv(path)
+    return load_manifest(path, max_jobs=max_jobs)
+
+
 def validate(settings: ValidateSettings) -> int:
     """Check every manifest, reporting every problem in every file; 0 if all are valid."""
     failed = 0
@@ -108,7 +121,7 @@ def _elsewhere(manifest: Manifest, state: Path | None, *, sandbox: bool) -> str:
 
 def report(settings: ReportSettings) -> int:
     """Write the HTML contact sheet of a manifest's jobs, from the state and the pictures."""
-    manifest = load_manifest(settings.path, max_jobs=settings.max_jobs)
+    manifest = _load(settings.path, max_jobs=settings.max_jobs)
     records, history = _read_state(
         manifest, settings.state, sandbox=settings.sandbox, needed_for="nothing to report"
     )
@@ -134,7 +147,7 @@ def report(settings: ReportSettings) -> int:
 
 def plan(settings: PlanSettings) -> int:
     """Print what ``run`` with the same flags would do with each job of the manifest."""
-    manifest = load_manifest(settings.path, max_jobs=settings.max_jobs)
+    manifest = _load(settings.path, max_jobs=settings.max_jobs)
     records = _records(manifest, settings.state, sandbox=settings.sandbox)
     tuning = Tuning.resolve(manifest.run, settings.tuning)
     planned = make_plan(
@@ -152,12 +165,13 @@ def run(flags: RunFlags) -> int:
     """Run the manifest's jobs (see :mod:`ruxa_batch.runner`)."""
     from ruxa_batch.runner import run_batch
 
+    refuse_csv(flags.path)
     return run_batch(flags)
 
 
 def status(settings: StatusSettings) -> int:
     """Counts per status and the jobs that are not done, from the state file alone."""
-    manifest = load_manifest(settings.path, max_jobs=settings.max_jobs)
+    manifest = _load(settings.path, max_jobs=settings.max_jobs)
     records = _records(
         manifest, settings.state, sandbox=settings.sandbox, needed_for="no job has run yet"
     )
@@ -193,7 +207,7 @@ def status(settings: StatusSettings) -> int:
 
 def results(settings: ResultsSettings) -> int:
     """Print or write the results table, from the state file alone."""
-    manifest = load_manifest(settings.path, max_jobs=settings.max_jobs)
+    manifest = _load(settings.path, max_jobs=settings.max_jobs)
     table = build_table(
         manifest,
         _records(manifest, settings.state, sandbox=settings.sandbox, needed_for="no results yet"),
@@ -213,7 +227,7 @@ def verify(settings: VerifySettings) -> int:
 
     Lists each missing or changed file with its job, then exits 1. No network.
     """
-    manifest = load_manifest(settings.path, max_jobs=settings.max_jobs)
+    manifest = _load(settings.path, max_jobs=settings.max_jobs)
     output_dir = output_dir_for(manifest.output.dir, sandbox=settings.sandbox)
     records = _records(
         manifest, settings.state, sandbox=settings.sandbox, needed_for="nothing to verify"
@@ -263,6 +277,8 @@ def print_schema() -> int:
 def init(settings: InitSettings) -> int:
     """Write a commented starter manifest; never overwrite an existing file."""
     path = settings.path
+    if path.suffix.lower() not in (".yaml", ".yml"):
+        raise UsageError(f"{path}: a manifest's name ends in .yaml or .yml (e.g. {path.stem}.yaml)")
     starter = resources.files("ruxa_batch").joinpath("data/starter.yaml").read_text("utf-8")
     text = starter.replace("@NAME@", slugify(path.stem) or "my-batch").replace("@FILE@", str(path))
     try:

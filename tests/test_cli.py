@@ -281,3 +281,27 @@ def test_help_does_not_load_the_sandbox_server() -> None:
     )
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout == "[]\n"
+
+
+@pytest.mark.parametrize("command", ["run", "plan", "status"])
+def test_a_csv_given_as_the_manifest_is_named_for_what_it_is(
+    run, example: Path, command: str
+) -> None:
+    result = run(["ruxa-batch", command, "manifests/products.csv"])
+    assert (result.code, result.out, result.err) == (
+        2,
+        "",
+        "error: manifests/products.csv is a CSV file, not a manifest; "
+        "a manifest lists it under rows:\n",
+    )
+
+
+def test_init_refuses_a_name_that_is_not_yaml(run, hermetic: Path) -> None:
+    result = run(["ruxa-batch", "init", "foo.txt"])
+    assert (result.code, result.out, result.err) == (
+        2,
+        "",
+        "error: foo.txt: a manifest's name ends in .yaml or .yml (e.g. foo.yaml)\n",
+    )
+    assert not (hermetic / "foo.txt").exists()
+    assert run(["ruxa-batch", "init", "spring.yml"]).code == 0
