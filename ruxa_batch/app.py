@@ -17,6 +17,7 @@ from ruxa_batch.errors import (
     EXIT_JOBS_FAILED,
     EXIT_OK,
     EnvironmentProblem,
+    Problem,
     UsageError,
     emit,
 )
@@ -62,17 +63,51 @@ def _load(path: Path, *, max_jobs: int) -> Manifest:
 
 
 def validate(settings: ValidateSettings) -> int:
-    """Check every manifest, reporting every problem in every file; 0 if all are valid."""
-    failed = 0
-    for path in settings.paths:
-        manifest, problems = check_manifest(path, max_jobs=settings.max_jobs)
+    """Check every manifest, reporting every problem in every file; 0 if all are valid.
+
+    With ``only_manifests`` (the pre-commit hook), YAML files that are not manifests are
+    skipped and a CSV file stands for the manifests under the current folder that read it.
+    """
+    paths = list(settings.paths)
+    if settings.only_manifests:
+        from ruxa_batch.manifest_discovery import manifests_to_check
+
+        paths = manifests_to_check(paths, root=Path("."))
+    checked: list[tuple[Path, Manifest | None, list[Problem]]] = []
+    for path in paths:
+        if path.suffix.lower() == ".csv":
+            try:
+                refuse_csv(path)
+            except UsageError as exc:
+                checked.append((path, None, [Problem(display_path(path), 0, 0, "$", exc.message)]))
+            continue
+        checked.append((path, *check_manifest(path, max_jobs=settings.max_jobs)))
+    failed = sum(1 for _, _, problems in checked if problems)
+    if settings.format == "json":
+        document = {
+            "status": "fail" if failed else "ok",
+            "errors": [
+                {
+                    "filename": problem.file,
+                    "line": problem.line,
+                    "column": problem.col,
+                    "path": problem.path,
+                    "message": problem.message,
+                }
+                for _, _, problems in checked
+                for problem in problems
+            ],
+            "checked_paths": [display_path(path) for path, _, _ in checked],
+        }
+        emit([json.dumps(document, indent=2, ensure_ascii=False)], sys.stdout)
+        return EXIT_INVALID if failed else EXIT_OK
+    for path, manifest, problems in checked:
         if problems:
-            failed += 1
             emit([str(problem) for problem in problems])
         elif manifest is not None and not settings.quiet:
             emit([f"{display_path(path)}: ok, {plural(len(manifest.jobs), 'job')}"], sys.stdout)
-    if failed and len(settings.paths) > 1:
-        emit([f"{failed} of {len(settings.paths)} manifests are invalid"])
+    if failed and len(checked) > 1:
+        emit([f"{failed} of {len(checked)} manifests are invalid"])
     return EXIT_INVALID if failed else EXIT_OK
 
 

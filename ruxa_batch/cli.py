@@ -106,7 +106,24 @@ def cli() -> None:
 @click.argument("manifests", nargs=-1, required=True, type=click.Path(path_type=Path))
 @_max_jobs_option
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing for valid manifests.")
-def validate(manifests: tuple[Path, ...], max_jobs: int, quiet: bool) -> int:
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one document with status, errors (filename, line, column, path, message) "
+    "and checked_paths.",
+)
+@click.option(
+    "--only-manifests",
+    is_flag=True,
+    help="Skip YAML files without top-level version and jobs keys; for a CSV file, check the "
+    "manifests under the current folder that read it (the pre-commit hook).",
+)
+def validate(
+    manifests: tuple[Path, ...], max_jobs: int, quiet: bool, fmt: str, only_manifests: bool
+) -> int:
     """Check manifests against the schema and the manifest rules.
 
     Every problem in every file is reported at once, as FILE:LINE:COL: JSON.PATH: MESSAGE.
@@ -119,7 +136,15 @@ def validate(manifests: tuple[Path, ...], max_jobs: int, quiet: bool) -> int:
     from ruxa_batch import app
     from ruxa_batch.settings import ValidateSettings
 
-    return app.validate(ValidateSettings(paths=manifests, max_jobs=max_jobs, quiet=quiet))
+    return app.validate(
+        ValidateSettings(
+            paths=manifests,
+            max_jobs=max_jobs,
+            quiet=quiet,
+            format=fmt,
+            only_manifests=only_manifests,
+        )
+    )
 
 
 @cli.command()

@@ -19,6 +19,8 @@ class ValidateSettings:
     paths: tuple[Path, ...]
     max_jobs: int = DEFAULT_MAX_JOBS
     quiet: bool = False
+    format: str = "text"  # text | json
+    only_manifests: bool = False  # skip other YAML; a CSV stands for the manifests reading it
 
 
 @dataclass(frozen=True)

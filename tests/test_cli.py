@@ -305,3 +305,85 @@ def test_init_refuses_a_name_that_is_not_yaml(run, hermetic: Path) -> None:
     )
     assert not (hermetic / "foo.txt").exists()
     assert run(["ruxa-batch", "init", "spring.yml"]).code == 0
+
+
+def test_validate_json_ok(run, example: Path) -> None:
+    result = run(["ruxa-batch", "validate", "--format", "json", "manifests/example.yaml"])
+    assert (result.code, result.err) == (0, "")
+    assert json.loads(result.out) == {
+        "status": "ok",
+        "errors": [],
+        "checked_paths": ["manifests/example.yaml"],
+    }
+
+
+def test_validate_json_lists_every_problem(run, example: Path, hermetic: Path) -> None:
+    shutil.copy(REPO / "tests" / "data" / "misspelled_key.yaml", hermetic / "bad.yaml")
+    result = run(
+        ["ruxa-batch", "validate", "--format", "json", "manifests/example.yaml", "bad.yaml"]
+    )
+    assert (result.code, result.err) == (2, "")
+    document = json.loads(result.out)
+    assert document["status"] == "fail"
+    assert document["checked_paths"] == ["manifests/example.yaml", "bad.yaml"]
+    text = run(["ruxa-batch", "validate", "bad.yaml"]).err.splitlines()
+    assert [
+        f"{e['filename']}:{e['line']}:{e['column']}: {e['path']}: {e['message']}"
+        for e in document["errors"]
+    ] == text
+    assert set(document["errors"][0]) == {"filename", "line", "column", "path", "message"}
+
+
+def test_only_manifests_skips_other_yaml(run, example: Path, hermetic: Path) -> None:
+    deploy = hermetic / "deploy" / "manifests"
+    deploy.mkdir(parents=True)
+    for name in ("kubernetes_configmap.yaml", "github_workflow.yaml"):
+        shutil.copy(REPO / "tests" / "data" / name, deploy / name)
+    result = run(
+        [
+            "ruxa-batch",
+            "validate",
+            "--only-manifests",
+            "deploy/manifests/kubernetes_configmap.yaml",
+            "deploy/manifests/github_workflow.yaml",
+            "manifests/example.yaml",
+        ]
+    )
+    assert (result.code, result.out, result.err) == (0, "manifests/example.yaml: ok, 22 jobs\n", "")
+    plain = run(["ruxa-batch", "validate", "deploy/manifests/kubernetes_configmap.yaml"])
+    assert plain.code == 2
+
+
+def test_only_manifests_reports_a_broken_manifest(run, hermetic: Path) -> None:
+    (hermetic / "m.yaml").write_text("version: 1\njobs:\n  - id: [unclosed\n")
+    result = run(["ruxa-batch", "validate", "--only-manifests", "m.yaml"])
+    assert result.code == 2
+    assert result.err.startswith("m.yaml:")
+
+
+def test_only_manifests_a_changed_csv_revalidates_the_manifest_reading_it(
+    run, example: Path, hermetic: Path
+) -> None:
+    (hermetic / "other.yaml").write_text(
+        "version: 1\njobs:\n  - id: a\n    prompt: p\n    images: ['https://x.example/i.png']\n"
+    )
+    (hermetic / "unrelated.csv").write_text("a\n1\n")
+    command = ["ruxa-batch", "validate", "--only-manifests", "manifests/products.csv"]
+    result = run(command)
+    assert (result.code, result.out, result.err) == (0, "manifests/example.yaml: ok, 22 jobs\n", "")
+    csv = example.parent / "products.csv"
+    csv.write_text(csv.read_text() + "one,too,many,fields,here,and,more\n")
+    broken = run(command)
+    assert broken.code == 2
+    assert broken.err.startswith("manifests/products.csv:")
+    nobody = run(["ruxa-batch", "validate", "--only-manifests", "unrelated.csv"])
+    assert (nobody.code, nobody.out, nobody.err) == (0, "", "")
+
+
+def test_validate_a_csv_without_only_manifests(run, example: Path) -> None:
+    result = run(["ruxa-batch", "validate", "manifests/products.csv"])
+    assert (result.code, result.err) == (
+        2,
+        "manifests/products.csv: $: manifests/products.csv is a CSV file, not a manifest; "
+        "a manifest lists it under rows:\n",
+    )
