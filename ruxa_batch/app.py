@@ -20,6 +20,7 @@ from ruxa_batch.errors import (
     Problem,
     UsageError,
     emit,
+    exit_code_for_jobs,
 )
 from ruxa_batch.jobs import Manifest, display_path
 from ruxa_batch.manifest import check_manifest, load_manifest
@@ -225,7 +226,7 @@ def status(settings: StatusSettings) -> int:
             ],
         }
         emit([json.dumps(document, indent=2, ensure_ascii=False)], sys.stdout)
-        return EXIT_OK
+        return exit_code_for_jobs(counts) if settings.check else EXIT_OK
     lines = [
         f"{manifest.name}: {plural(len(table.rows), 'job')}: "
         + ", ".join(f"{count:,} {name}" for name, count in counts.items())
@@ -237,7 +238,7 @@ def status(settings: StatusSettings) -> int:
             error = f"  {row['error']}" if row["error"] else ""
             lines.append(f"  {row['status']:<9} {row['id']} (variant {row['variant']}){error}")
     emit(lines, sys.stdout)
-    return EXIT_OK
+    return exit_code_for_jobs(counts) if settings.check else EXIT_OK
 
 
 def results(settings: ResultsSettings) -> int:

@@ -272,13 +272,22 @@ def run(manifest: Path, **flags: Any) -> int:
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit 0 only when every job succeeded: 1 when some failed or are uncertain, "
+    "4 when some are pending or running.",
+)
 @_state_option
 @_sandbox_state_option
 @_max_jobs_option
-def status(manifest: Path, fmt: str, state: Path | None, sandbox: bool, max_jobs: int) -> int:
+def status(
+    manifest: Path, fmt: str, check: bool, state: Path | None, sandbox: bool, max_jobs: int
+) -> int:
     """Show how many jobs are in each status and which are not done, from the state file.
 
-    Needs no network and no API key.
+    Needs no network and no API key. With --check the exit status says whether the batch is
+    done (0), has failures (1) or has jobs still to run (4), as `run` would exit.
 
     \b
     Example:
@@ -288,7 +297,14 @@ def status(manifest: Path, fmt: str, state: Path | None, sandbox: bool, max_jobs
     from ruxa_batch.settings import StatusSettings
 
     return app.status(
-        StatusSettings(path=manifest, format=fmt, state=state, max_jobs=max_jobs, sandbox=sandbox)
+        StatusSettings(
+            path=manifest,
+            format=fmt,
+            check=check,
+            state=state,
+            max_jobs=max_jobs,
+            sandbox=sandbox,
+        )
     )
 
 

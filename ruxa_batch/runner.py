@@ -25,12 +25,10 @@ from ruxa_batch.engine import Engine, EngineOptions, RunOutcome
 from ruxa_batch.errors import (
     EXIT_API_STOPPED,
     EXIT_INTERRUPTED,
-    EXIT_JOBS_FAILED,
-    EXIT_OK,
-    EXIT_UNFINISHED,
     RuxaBatchError,
     UsageError,
     emit,
+    exit_code_for_jobs,
 )
 from ruxa_batch.jobs import Manifest, display_path
 from ruxa_batch.manifest import load_manifest
@@ -402,9 +400,7 @@ def _exit_code(outcome: RunOutcome, summary: Mapping[str, Any]) -> int:
             "run the same command again to continue"
         )
     emit(lines)
-    if failed or uncertain:
-        return EXIT_JOBS_FAILED
-    return EXIT_UNFINISHED if unfinished else EXIT_OK
+    return exit_code_for_jobs(summary)
 
 
 def _jobs(count: int) -> str:

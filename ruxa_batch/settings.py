@@ -72,6 +72,7 @@ class StatusSettings:
     state: Path | None = None
     max_jobs: int = DEFAULT_MAX_JOBS
     sandbox: bool = False
+    check: bool = False  # exit 1 when some failed, 4 when some are not finished
 
 
 @dataclass(frozen=True)

@@ -387,3 +387,43 @@ def test_validate_a_csv_without_only_manifests(run, example: Path) -> None:
         "manifests/products.csv: $: manifests/products.csv is a CSV file, not a manifest; "
         "a manifest lists it under rows:\n",
     )
+
+
+def _state_with(hermetic: Path, statuses: list[str]) -> None:
+    """Three one-job manifest entries recorded in the state with the given statuses."""
+    from ruxa_batch.manifest import load_manifest
+    from ruxa_batch.state import StateStore
+    from ruxa_batch.statuses import JobStatus
+
+    entries = "".join(
+        f"  - id: j{n}\n    prompt: p{n}\n    images: ['https://x.example/i.png']\n"
+        for n in range(3)
+    )
+    (hermetic / "m.yaml").write_text(f"version: 1\nname: t\noutput:\n  dir: out\njobs:\n{entries}")
+    jobs = load_manifest(hermetic / "m.yaml").jobs
+    store = StateStore.open_for_run(hermetic / "out" / ".ruxa-batch.sqlite")
+    try:
+        store.ensure_jobs([(job.key, job.id, job.variant, "{}") for job in jobs])
+        for job, status in zip(jobs, statuses, strict=True):
+            store.set_status(job.key, JobStatus(status))
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("statuses", "code"),
+    [
+        (["succeeded", "succeeded", "succeeded"], 0),
+        (["succeeded", "failed", "pending"], 1),
+        (["succeeded", "uncertain", "succeeded"], 1),
+        (["succeeded", "running", "pending"], 4),
+    ],
+)
+def test_status_check_exit_code(run, hermetic: Path, statuses: list[str], code: int) -> None:
+    _state_with(hermetic, statuses)
+    plain = run(["ruxa-batch", "status", "m.yaml"])
+    assert plain.code == 0
+    checked = run(["ruxa-batch", "status", "m.yaml", "--check"])
+    assert (checked.code, checked.out, checked.err) == (code, plain.out, "")
+    as_json = run(["ruxa-batch", "status", "m.yaml", "--check", "--format", "json"])
+    assert as_json.code == code
