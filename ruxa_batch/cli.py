@@ -229,6 +229,14 @@ def plan(
     show_default=True,
     help="Write <output.dir>/report.html, the contact sheet of inputs and outputs, at the end.",
 )
+@click.option(
+    "--summary-json",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="Write the end-of-run counts, exit_code and stopped_by to FILE as one JSON document "
+    "(also when the run stops early).",
+)
 @sandbox_options(prefix="sandbox")
 @click.option(
     "--progress/--no-progress",

@@ -26,6 +26,7 @@ EXIT_API_STOPPED = 3
 EXIT_UNFINISHED = 4  # no job failed, but some were left for a later run: run the same command again
 EXIT_ENVIRONMENT = 74  # EX_IOERR: a full disk, a read-only folder, a damaged state file
 EXIT_INTERRUPTED = 130
+EXIT_SOFTWARE = 70  # EX_SOFTWARE: a bug; the traceback is in a log file
 
 
 def exit_code_for_jobs(counts: Mapping[str, int]) -> int:
@@ -181,4 +182,4 @@ def run_guarded(body: Callable[[], int]) -> int:
                 "please report it with that file attached",
             ]
         )
-        return 70  # EX_SOFTWARE
+        return EXIT_SOFTWARE

@@ -61,6 +61,7 @@ class RunFlags:
     verbose: bool = False
     progress: bool | None = None  # None: a bar on a terminal, log lines otherwise
     report: bool = True
+    summary_json: Path | None = None  # write the end-of-run summary here as JSON
 
 
 @dataclass(frozen=True)

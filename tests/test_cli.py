@@ -427,3 +427,33 @@ def test_status_check_exit_code(run, hermetic: Path, statuses: list[str], code: 
     assert (checked.code, checked.out, checked.err) == (code, plain.out, "")
     as_json = run(["ruxa-batch", "status", "m.yaml", "--check", "--format", "json"])
     assert as_json.code == code
+
+
+def test_run_summary_json_when_the_run_finishes(run, hermetic: Path, sandbox, keyed) -> None:
+    from helpers import run_args, write_manifest
+
+    keyed(sandbox)
+    write_manifest(hermetic, 2)
+    result = run(run_args(sandbox, "--summary-json", "reports/summary.json"))
+    assert (result.code, result.err) == (0, "")
+    document = json.loads((hermetic / "reports" / "summary.json").read_text())
+    assert {key: document[key] for key in ("succeeded", "failed", "jobs", "exit_code")} == {
+        "succeeded": 2,
+        "failed": 0,
+        "jobs": 2,
+        "exit_code": 0,
+    }
+    assert document["stopped_by"] is None
+    assert document["tasks_created_this_run"] == 2
+
+
+def test_run_summary_json_when_the_cap_stops_the_run(run, hermetic: Path, sandbox, keyed) -> None:
+    from helpers import run_args, write_manifest
+
+    keyed(sandbox)
+    write_manifest(hermetic, 5)
+    result = run(run_args(sandbox, "--max-tasks", "2", "--summary-json", "s.json"))
+    assert result.code == 3
+    document = json.loads((hermetic / "s.json").read_text())
+    assert (document["exit_code"], document["stopped_by"]) == (3, "max_tasks")
+    assert (document["succeeded"], document["pending"], document["max_tasks"]) == (2, 3, 2)
