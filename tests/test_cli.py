@@ -457,3 +457,46 @@ def test_run_summary_json_when_the_cap_stops_the_run(run, hermetic: Path, sandbo
     document = json.loads((hermetic / "s.json").read_text())
     assert (document["exit_code"], document["stopped_by"]) == (3, "max_tasks")
     assert (document["succeeded"], document["pending"], document["max_tasks"]) == (2, 3, 2)
+
+
+def test_top_level_help_does_not_cut_command_summaries(run) -> None:
+    result = run(["ruxa-batch", "--help"])
+    assert result.code == 0
+    commands = result.out.split("Commands:\n", 1)[1]
+    assert commands == (
+        "  init      Write a commented starter manifest.\n"
+        "  plan      Show every job and what `run` would do with it.\n"
+        "  report    Write an HTML contact sheet of inputs and outputs.\n"
+        "  results   Print the results table, one row per job.\n"
+        "  run       Submit, poll and download every job; resumable.\n"
+        "  sandbox   Serve a local stand-in of the API, with fault injection.\n"
+        "  schema    Print the manifest's JSON Schema.\n"
+        "  status    Count the jobs in each status, from the state file.\n"
+        "  validate  Check manifests, with errors that point at lines.\n"
+        "  verify    Check that downloaded pictures are unchanged.\n"
+    )
+
+
+def test_run_help_groups_its_flags_in_sections(run) -> None:
+    out = run(["ruxa-batch", "run", "--help"]).out
+    sections: dict[str, str] = {}
+    heading = ""
+    for line in out.splitlines():
+        if line.endswith(":") and not line.startswith(" "):
+            heading = line[:-1]
+            sections[heading] = ""
+        elif heading:
+            sections[heading] += line + "\n"
+    assert list(sections) == [
+        "Run options",
+        "Retries and cost",
+        "Output",
+        "Sandbox (no account, no cost)",
+        "Other options",
+    ]
+    assert "--base-url" in sections["Run options"]
+    assert "--max-tasks" in sections["Retries and cost"]
+    assert "--retry-failed" in sections["Retries and cost"]
+    assert "--summary-json" in sections["Output"]
+    assert "--sandbox-fail-rate" in sections["Sandbox (no account, no cost)"]
+    assert "\nOptions:\n" not in out
