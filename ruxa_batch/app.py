@@ -40,7 +40,7 @@ from ruxa_batch.settings import (
     VerifySettings,
 )
 from ruxa_batch.state import JobRecord, StateStore, output_dir_for, state_path_for
-from ruxa_batch.statuses import JobStatus
+from ruxa_batch.statuses import CheckStatus, JobStatus
 from ruxa_batch.template import slugify
 from ruxa_batch.tuning import Tuning
 
@@ -86,7 +86,7 @@ def validate(settings: ValidateSettings) -> int:
     failed = sum(1 for _, _, problems in checked if problems)
     if settings.format == "json":
         document = {
-            "status": "fail" if failed else "ok",
+            "status": CheckStatus.FAIL if failed else CheckStatus.OK,
             "errors": [
                 {
                     "filename": problem.file,

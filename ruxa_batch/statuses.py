@@ -68,3 +68,10 @@ class StopReason(_Word):
     AUTH = "auth"  # 401: no more requests of any kind
     INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM
     MAX_TASKS = "max_tasks"  # the --max-tasks cap was reached
+
+
+class CheckStatus(_Word):
+    """The verdict of ``validate --format json`` (check-jsonschema's words)."""
+
+    OK = "ok"
+    FAIL = "fail"

@@ -338,7 +338,7 @@ def test_only_manifests_skips_other_yaml(run, example: Path, hermetic: Path) -> 
     deploy = hermetic / "deploy" / "manifests"
     deploy.mkdir(parents=True)
     for name in ("kubernetes_configmap.yaml", "github_workflow.yaml"):
-        shutil.copy(REPO / "tests" / "data" / name, deploy / name)
+        shutil.copy(REPO / "tests" / "data" / "not_manifests" / name, deploy / name)
     result = run(
         [
             "ruxa-batch",
