@@ -17,8 +17,10 @@ from ruxa_batch.errors import (
     EXIT_JOBS_FAILED,
     EXIT_OK,
     EnvironmentProblem,
+    Problem,
     UsageError,
     emit,
+    exit_code_for_jobs,
 )
 from ruxa_batch.jobs import Manifest, display_path
 from ruxa_batch.manifest import check_manifest, load_manifest
@@ -38,7 +40,7 @@ from ruxa_batch.settings import (
     VerifySettings,
 )
 from ruxa_batch.state import JobRecord, StateStore, output_dir_for, state_path_for
-from ruxa_batch.statuses import JobStatus
+from ruxa_batch.statuses import CheckStatus, JobStatus
 from ruxa_batch.template import slugify
 from ruxa_batch.tuning import Tuning
 
@@ -51,18 +53,65 @@ def plural(count: int, noun: str) -> str:
     return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
+def refuse_csv(path: Path) -> None:
+    """A CSV file given where a manifest belongs: say what a manifest does with it."""
+    if path.suffix.lower() == ".csv":
+        raise UsageError(
+            f"{display_path(path)} is a CSV file, not a manifest; a manifest lists it under rows:"
+        )
+
+
+def _load(path: Path, *, max_jobs: int) -> Manifest:
+    refuse_csv(path)
+    return load_manifest(path, max_jobs=max_jobs)
+
+
 def validate(settings: ValidateSettings) -> int:
-    """Check every manifest, reporting every problem in every file; 0 if all are valid."""
-    failed = 0
-    for path in settings.paths:
-        manifest, problems = check_manifest(path, max_jobs=settings.max_jobs)
+    """Check every manifest, reporting every problem in every file; 0 if all are valid.
+
+    With ``only_manifests`` (the pre-commit hook), YAML files that are not manifests are
+    skipped and a CSV file stands for the manifests under the current folder that read it.
+    """
+    paths = list(settings.paths)
+    if settings.only_manifests:
+        from ruxa_batch.manifest_discovery import manifests_to_check
+
+        paths = manifests_to_check(paths, root=Path("."))
+    checked: list[tuple[Path, Manifest | None, list[Problem]]] = []
+    for path in paths:
+        if path.suffix.lower() == ".csv":
+            try:
+                refuse_csv(path)
+            except UsageError as exc:
+                checked.append((path, None, [Problem(display_path(path), 0, 0, "$", exc.message)]))
+            continue
+        checked.append((path, *check_manifest(path, max_jobs=settings.max_jobs)))
+    failed = sum(1 for _, _, problems in checked if problems)
+    if settings.format == "json":
+        document = {
+            "status": CheckStatus.FAIL if failed else CheckStatus.OK,
+            "errors": [
+                {
+                    "filename": problem.file,
+                    "line": problem.line,
+                    "column": problem.col,
+                    "path": problem.path,
+                    "message": problem.message,
+                }
+                for _, _, problems in checked
+                for problem in problems
+            ],
+            "checked_paths": [display_path(path) for path, _, _ in checked],
+        }
+        emit([json.dumps(document, indent=2, ensure_ascii=False)], sys.stdout)
+        return EXIT_INVALID if failed else EXIT_OK
+    for path, manifest, problems in checked:
         if problems:
-            failed += 1
             emit([str(problem) for problem in problems])
         elif manifest is not None and not settings.quiet:
             emit([f"{display_path(path)}: ok, {plural(len(manifest.jobs), 'job')}"], sys.stdout)
-    if failed and len(settings.paths) > 1:
-        emit([f"{failed} of {len(settings.paths)} manifests are invalid"])
+    if failed and len(checked) > 1:
+        emit([f"{failed} of {len(checked)} manifests are invalid"])
     return EXIT_INVALID if failed else EXIT_OK
 
 
@@ -111,7 +160,7 @@ def _elsewhere(manifest: Manifest, state: Path | None, *, sandbox: bool) -> str:
 
 def report(settings: ReportSettings) -> int:
     """Write the HTML contact sheet of a manifest's jobs, from the state and the pictures."""
-    manifest = load_manifest(settings.path, max_jobs=settings.max_jobs)
+    manifest = _load(settings.path, max_jobs=settings.max_jobs)
     records, history = _read_state(
         manifest, settings.state, sandbox=settings.sandbox, needed_for="nothing to report"
     )
@@ -137,7 +186,7 @@ def report(settings: ReportSettings) -> int:
 
 def plan(settings: PlanSettings) -> int:
     """Print what ``run`` with the same flags would do with each job of the manifest."""
-    manifest = load_manifest(settings.path, max_jobs=settings.max_jobs)
+    manifest = _load(settings.path, max_jobs=settings.max_jobs)
     records = _records(manifest, settings.state, sandbox=settings.sandbox)
     tuning = Tuning.resolve(manifest.run, settings.tuning)
     planned = make_plan(
@@ -155,12 +204,13 @@ def run(flags: RunFlags) -> int:
     """Run the manifest's jobs (see :mod:`ruxa_batch.runner`)."""
     from ruxa_batch.runner import run_batch
 
+    refuse_csv(flags.path)
     return run_batch(flags)
 
 
 def status(settings: StatusSettings) -> int:
     """Counts per status and the jobs that are not done, from the state file alone."""
-    manifest = load_manifest(settings.path, max_jobs=settings.max_jobs)
+    manifest = _load(settings.path, max_jobs=settings.max_jobs)
     records = _records(
         manifest, settings.state, sandbox=settings.sandbox, needed_for="no job has run yet"
     )
@@ -179,7 +229,7 @@ def status(settings: StatusSettings) -> int:
             ],
         }
         emit([json.dumps(document, indent=2, ensure_ascii=False)], sys.stdout)
-        return EXIT_OK
+        return exit_code_for_jobs(counts) if settings.check else EXIT_OK
     lines = [
         f"{manifest.name}: {plural(len(table.rows), 'job')}: "
         + ", ".join(f"{count:,} {name}" for name, count in counts.items())
@@ -197,12 +247,12 @@ def status(settings: StatusSettings) -> int:
                 "list every job)"
             )
     emit(lines, sys.stdout)
-    return EXIT_OK
+    return exit_code_for_jobs(counts) if settings.check else EXIT_OK
 
 
 def results(settings: ResultsSettings) -> int:
     """Print or write the results table, from the state file alone."""
-    manifest = load_manifest(settings.path, max_jobs=settings.max_jobs)
+    manifest = _load(settings.path, max_jobs=settings.max_jobs)
     table = build_table(
         manifest,
         _records(manifest, settings.state, sandbox=settings.sandbox, needed_for="no results yet"),
@@ -222,7 +272,7 @@ def verify(settings: VerifySettings) -> int:
 
     Lists each missing or changed file with its job, then exits 1. No network.
     """
-    manifest = load_manifest(settings.path, max_jobs=settings.max_jobs)
+    manifest = _load(settings.path, max_jobs=settings.max_jobs)
     output_dir = output_dir_for(manifest.output.dir, sandbox=settings.sandbox)
     records = _records(
         manifest, settings.state, sandbox=settings.sandbox, needed_for="nothing to verify"
@@ -272,6 +322,8 @@ def print_schema() -> int:
 def init(settings: InitSettings) -> int:
     """Write a commented starter manifest; never overwrite an existing file."""
     path = settings.path
+    if path.suffix.lower() not in (".yaml", ".yml"):
+        raise UsageError(f"{path}: a manifest's name ends in .yaml or .yml (e.g. {path.stem}.yaml)")
     starter = resources.files("ruxa_batch").joinpath("data/starter.yaml").read_text("utf-8")
     text = starter.replace("@NAME@", slugify(path.stem) or "my-batch").replace("@FILE@", str(path))
     try:

@@ -72,6 +72,70 @@ def _decision_options(command: F) -> F:
     return command
 
 
+class SectionedCommand(click.Command):
+    """A command whose ``--help`` lists its options under headings instead of one long list.
+
+    ``sections`` maps a heading to the parameter names under it; a name ending in ``*`` takes
+    every parameter starting with the rest. Parameters no section names (``--help``) come last.
+    """
+
+    def __init__(self, *args: Any, sections: Sequence[tuple[str, Sequence[str]]], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.sections = sections
+
+    def _section_of(self, name: str) -> str:
+        for heading, names in self.sections:
+            for pattern in names:
+                if name == pattern or (pattern.endswith("*") and name.startswith(pattern[:-1])):
+                    return heading
+        return "Other options"
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        grouped: dict[str, list[tuple[str, str]]] = {heading: [] for heading, _ in self.sections}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None and not isinstance(param, click.Argument):
+                grouped.setdefault(self._section_of(param.name or ""), []).append(record)
+        for heading, records in grouped.items():
+            if records:
+                with formatter.section(heading):
+                    formatter.write_dl(records)
+
+
+_RUN_SECTIONS = (
+    (
+        "Run options",
+        (
+            "base_url",
+            "api_key_file",
+            "state",
+            "concurrency",
+            "rate_limit",
+            "poll_interval",
+            "task_timeout",
+            "max_download_mb",
+            "max_jobs",
+            "no_download",
+        ),
+    ),
+    (
+        "Retries and cost",
+        (
+            "max_attempts",
+            "retry_backoff",
+            "retry_failed",
+            "retry_uncertain",
+            "at_most_once",
+            "price_per_task",
+            "max_tasks",
+            "yes",
+        ),
+    ),
+    ("Output", ("quiet", "verbose", "progress", "report", "summary_json")),
+    ("Sandbox (no account, no cost)", ("sandbox", "sandbox_*")),
+)
+
+
 def _split_flags(flags: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """Take the decision flags and the tuning settings out of a command's keyword arguments."""
     from ruxa_batch.decide import DecisionFlags
@@ -102,11 +166,28 @@ def cli() -> None:
     """
 
 
-@cli.command()
+@cli.command(short_help="Check manifests, with errors that point at lines.")
 @click.argument("manifests", nargs=-1, required=True, type=click.Path(path_type=Path))
 @_max_jobs_option
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing for valid manifests.")
-def validate(manifests: tuple[Path, ...], max_jobs: int, quiet: bool) -> int:
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one document with status, errors (filename, line, column, path, message) "
+    "and checked_paths.",
+)
+@click.option(
+    "--only-manifests",
+    is_flag=True,
+    help="Skip YAML files without top-level version and jobs keys; for a CSV file, check the "
+    "manifests under the current folder that read it (the pre-commit hook).",
+)
+def validate(
+    manifests: tuple[Path, ...], max_jobs: int, quiet: bool, fmt: str, only_manifests: bool
+) -> int:
     """Check manifests against the schema and the manifest rules.
 
     Every problem in every file is reported at once, as FILE:LINE:COL: JSON.PATH: MESSAGE.
@@ -119,10 +200,18 @@ def validate(manifests: tuple[Path, ...], max_jobs: int, quiet: bool) -> int:
     from ruxa_batch import app
     from ruxa_batch.settings import ValidateSettings
 
-    return app.validate(ValidateSettings(paths=manifests, max_jobs=max_jobs, quiet=quiet))
+    return app.validate(
+        ValidateSettings(
+            paths=manifests,
+            max_jobs=max_jobs,
+            quiet=quiet,
+            format=fmt,
+            only_manifests=only_manifests,
+        )
+    )
 
 
-@cli.command()
+@cli.command(short_help="Show every job and what `run` would do with it.")
 @click.argument("manifest", type=click.Path(path_type=Path))
 @click.option(
     "--format",
@@ -171,7 +260,11 @@ def plan(
     )
 
 
-@cli.command()
+@cli.command(
+    cls=SectionedCommand,
+    sections=_RUN_SECTIONS,
+    short_help="Submit, poll and download every job; resumable.",
+)
 @click.argument("manifest", type=click.Path(path_type=Path))
 @click.option(
     "--base-url",
@@ -203,6 +296,14 @@ def plan(
     default=True,
     show_default=True,
     help="Write <output.dir>/report.html, the contact sheet of inputs and outputs, at the end.",
+)
+@click.option(
+    "--summary-json",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="Write the end-of-run counts, exit_code and stopped_by to FILE as one JSON document "
+    "(also when the run stops early).",
 )
 @sandbox_options(prefix="sandbox")
 @click.option(
@@ -242,18 +343,27 @@ def run(manifest: Path, **flags: Any) -> int:
     )
 
 
-@cli.command()
+@cli.command(short_help="Count the jobs in each status, from the state file.")
 @click.argument("manifest", type=click.Path(path_type=Path))
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit 0 only when every job succeeded: 1 when some failed or are uncertain, "
+    "4 when some are pending or running.",
+)
 @_state_option
 @_sandbox_state_option
 @_max_jobs_option
-def status(manifest: Path, fmt: str, state: Path | None, sandbox: bool, max_jobs: int) -> int:
+def status(
+    manifest: Path, fmt: str, check: bool, state: Path | None, sandbox: bool, max_jobs: int
+) -> int:
     """Show how many jobs are in each status and which are not done, from the state file.
 
-    Needs no network and no API key.
+    Needs no network and no API key. With --check the exit status says whether the batch is
+    done (0), has failures (1) or has jobs still to run (4), as `run` would exit.
 
     \b
     Example:
@@ -263,11 +373,18 @@ def status(manifest: Path, fmt: str, state: Path | None, sandbox: bool, max_jobs
     from ruxa_batch.settings import StatusSettings
 
     return app.status(
-        StatusSettings(path=manifest, format=fmt, state=state, max_jobs=max_jobs, sandbox=sandbox)
+        StatusSettings(
+            path=manifest,
+            format=fmt,
+            check=check,
+            state=state,
+            max_jobs=max_jobs,
+            sandbox=sandbox,
+        )
     )
 
 
-@cli.command()
+@cli.command(short_help="Print the results table, one row per job.")
 @click.argument("manifest", type=click.Path(path_type=Path))
 @click.option(
     "--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True
@@ -306,7 +423,7 @@ def results(
     )
 
 
-@cli.command()
+@cli.command(short_help="Check that downloaded pictures are unchanged.")
 @click.argument("manifest", type=click.Path(path_type=Path))
 @_state_option
 @_sandbox_state_option
@@ -329,7 +446,7 @@ def verify(manifest: Path, state: Path | None, sandbox: bool, max_jobs: int) -> 
     )
 
 
-@cli.command()
+@cli.command(short_help="Serve a local stand-in of the API, with fault injection.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8787, show_default=True)
 @click.option(
@@ -356,7 +473,7 @@ def sandbox(host: str, port: int, data: Path | None, **faults: Any) -> int:
     return serve(config_from_options(**faults), host=host, port=port, data_dir=data)
 
 
-@cli.command()
+@cli.command(short_help="Write an HTML contact sheet of inputs and outputs.")
 @click.argument("manifest", type=click.Path(path_type=Path))
 @click.option(
     "-o",
@@ -405,7 +522,7 @@ def report(
     )
 
 
-@cli.command()
+@cli.command(short_help="Print the manifest's JSON Schema.")
 def schema() -> int:
     """Print the manifest's JSON Schema (draft 2020-12).
 
@@ -418,7 +535,7 @@ def schema() -> int:
     return app.print_schema()
 
 
-@cli.command()
+@cli.command(short_help="Write a commented starter manifest.")
 @click.argument("path", required=False, default="manifest.yaml", type=click.Path(path_type=Path))
 def init(path: Path) -> int:
     """Write a commented starter manifest to PATH (default manifest.yaml).

@@ -12,9 +12,11 @@ import re
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TextIO
+
+from ruxa_batch.statuses import JobStatus
 
 # Documented exit codes (README "Exit codes").
 EXIT_OK = 0
@@ -24,6 +26,17 @@ EXIT_API_STOPPED = 3
 EXIT_UNFINISHED = 4  # no job failed, but some were left for a later run: run the same command again
 EXIT_ENVIRONMENT = 74  # EX_IOERR: a full disk, a read-only folder, a damaged state file
 EXIT_INTERRUPTED = 130
+EXIT_SOFTWARE = 70  # EX_SOFTWARE: a bug; the traceback is in a log file
+
+
+def exit_code_for_jobs(counts: Mapping[str, int]) -> int:
+    """What the jobs' statuses say as an exit code: 1 when some failed or are uncertain, else
+    4 when some are pending or running, else 0. ``run`` and ``status --check`` share it."""
+    if counts.get(JobStatus.FAILED, 0) or counts.get(JobStatus.UNCERTAIN, 0):
+        return EXIT_JOBS_FAILED
+    if counts.get(JobStatus.PENDING, 0) or counts.get(JobStatus.RUNNING, 0):
+        return EXIT_UNFINISHED
+    return EXIT_OK
 
 
 @dataclass(frozen=True)
@@ -169,4 +182,4 @@ def run_guarded(body: Callable[[], int]) -> int:
                 "please report it with that file attached",
             ]
         )
-        return 70  # EX_SOFTWARE
+        return EXIT_SOFTWARE

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -25,12 +26,11 @@ from ruxa_batch.engine import Engine, EngineOptions, RunOutcome
 from ruxa_batch.errors import (
     EXIT_API_STOPPED,
     EXIT_INTERRUPTED,
-    EXIT_JOBS_FAILED,
-    EXIT_OK,
-    EXIT_UNFINISHED,
+    EXIT_SOFTWARE,
     RuxaBatchError,
     UsageError,
     emit,
+    exit_code_for_jobs,
 )
 from ruxa_batch.jobs import Manifest, display_path
 from ruxa_batch.manifest import load_manifest
@@ -38,7 +38,7 @@ from ruxa_batch.plan import make_plan
 from ruxa_batch.progress import Progress
 from ruxa_batch.ratelimit import RateLimiter
 from ruxa_batch.report import REPORT_FILENAME, write_report
-from ruxa_batch.results import build_table, write_results
+from ruxa_batch.results import build_table, write_atomic, write_results
 from ruxa_batch.settings import RunFlags
 from ruxa_batch.state import StateStore, output_dir_for, state_path_for
 from ruxa_batch.statuses import JobStatus, StopReason
@@ -253,6 +253,11 @@ def _run_with_store(
         )
     if not flags.quiet:
         emit(_summary_lines(summary, paths, output_dir), sys.stdout)
+    if flags.summary_json is not None:
+        # Written before the exit is decided: a stop (401, 402, the cap) raises from there.
+        code = EXIT_SOFTWARE if outcome.internal_errors else _planned_exit_code(outcome, summary)
+        document = {**summary, "exit_code": code}
+        write_atomic(flags.summary_json, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     if outcome.internal_errors:
         # The other jobs went on and the results are written; now report the bug.
         raise outcome.internal_errors[0]
@@ -372,6 +377,15 @@ def _summary_lines(summary: Mapping[str, Any], paths: Sequence[Path], out: Path)
     return lines
 
 
+def _planned_exit_code(outcome: RunOutcome, summary: Mapping[str, Any]) -> int:
+    """The code :func:`_exit_code` ends the run with (it prints and raises; this only says)."""
+    if outcome.stopped_by == StopReason.INTERRUPTED:
+        return EXIT_INTERRUPTED
+    if outcome.stopped_by in (StopReason.AUTH, StopReason.MAX_TASKS, StopReason.CREDITS):
+        return StoppedEarly.exit_code
+    return exit_code_for_jobs(summary)
+
+
 def _exit_code(outcome: RunOutcome, summary: Mapping[str, Any]) -> int:
     if outcome.stopped_by == StopReason.INTERRUPTED:
         emit(["interrupted: the state is saved; run the same command again to continue"])
@@ -411,9 +425,7 @@ def _exit_code(outcome: RunOutcome, summary: Mapping[str, Any]) -> int:
             "run the same command again to continue"
         )
     emit(lines)
-    if failed or uncertain:
-        return EXIT_JOBS_FAILED
-    return EXIT_UNFINISHED if unfinished else EXIT_OK
+    return exit_code_for_jobs(summary)
 
 
 def _jobs(count: int) -> str:

@@ -19,6 +19,8 @@ class ValidateSettings:
     paths: tuple[Path, ...]
     max_jobs: int = DEFAULT_MAX_JOBS
     quiet: bool = False
+    format: str = "text"  # text | json
+    only_manifests: bool = False  # skip other YAML; a CSV stands for the manifests reading it
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class RunFlags:
     verbose: bool = False
     progress: bool | None = None  # None: a bar on a terminal, log lines otherwise
     report: bool = True
+    summary_json: Path | None = None  # write the end-of-run summary here as JSON
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class StatusSettings:
     state: Path | None = None
     max_jobs: int = DEFAULT_MAX_JOBS
     sandbox: bool = False
+    check: bool = False  # exit 1 when some failed, 4 when some are not finished
 
 
 @dataclass(frozen=True)

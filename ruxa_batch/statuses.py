@@ -75,3 +75,10 @@ class FailureClass(_Word):
 
     REQUEST = "request"  # the request itself is at fault: a new task would fail the same way
     TRANSIENT = "transient"  # the API or the moment is at fault: a new task may succeed
+
+
+class CheckStatus(_Word):
+    """The verdict of ``validate --format json`` (check-jsonschema's words)."""
+
+    OK = "ok"
+    FAIL = "fail"

@@ -281,3 +281,222 @@ def test_help_does_not_load_the_sandbox_server() -> None:
     )
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout == "[]\n"
+
+
+@pytest.mark.parametrize("command", ["run", "plan", "status"])
+def test_a_csv_given_as_the_manifest_is_named_for_what_it_is(
+    run, example: Path, command: str
+) -> None:
+    result = run(["ruxa-batch", command, "manifests/products.csv"])
+    assert (result.code, result.out, result.err) == (
+        2,
+        "",
+        "error: manifests/products.csv is a CSV file, not a manifest; "
+        "a manifest lists it under rows:\n",
+    )
+
+
+def test_init_refuses_a_name_that_is_not_yaml(run, hermetic: Path) -> None:
+    result = run(["ruxa-batch", "init", "foo.txt"])
+    assert (result.code, result.out, result.err) == (
+        2,
+        "",
+        "error: foo.txt: a manifest's name ends in .yaml or .yml (e.g. foo.yaml)\n",
+    )
+    assert not (hermetic / "foo.txt").exists()
+    assert run(["ruxa-batch", "init", "spring.yml"]).code == 0
+
+
+def test_validate_json_ok(run, example: Path) -> None:
+    result = run(["ruxa-batch", "validate", "--format", "json", "manifests/example.yaml"])
+    assert (result.code, result.err) == (0, "")
+    assert json.loads(result.out) == {
+        "status": "ok",
+        "errors": [],
+        "checked_paths": ["manifests/example.yaml"],
+    }
+
+
+def test_validate_json_lists_every_problem(run, example: Path, hermetic: Path) -> None:
+    shutil.copy(REPO / "tests" / "data" / "misspelled_key.yaml", hermetic / "bad.yaml")
+    result = run(
+        ["ruxa-batch", "validate", "--format", "json", "manifests/example.yaml", "bad.yaml"]
+    )
+    assert (result.code, result.err) == (2, "")
+    document = json.loads(result.out)
+    assert document["status"] == "fail"
+    assert document["checked_paths"] == ["manifests/example.yaml", "bad.yaml"]
+    text = run(["ruxa-batch", "validate", "bad.yaml"]).err.splitlines()
+    assert [
+        f"{e['filename']}:{e['line']}:{e['column']}: {e['path']}: {e['message']}"
+        for e in document["errors"]
+    ] == text
+    assert set(document["errors"][0]) == {"filename", "line", "column", "path", "message"}
+
+
+def test_only_manifests_skips_other_yaml(run, example: Path, hermetic: Path) -> None:
+    deploy = hermetic / "deploy" / "manifests"
+    deploy.mkdir(parents=True)
+    for name in ("kubernetes_configmap.yaml", "github_workflow.yaml"):
+        shutil.copy(REPO / "tests" / "data" / "not_manifests" / name, deploy / name)
+    result = run(
+        [
+            "ruxa-batch",
+            "validate",
+            "--only-manifests",
+            "deploy/manifests/kubernetes_configmap.yaml",
+            "deploy/manifests/github_workflow.yaml",
+            "manifests/example.yaml",
+        ]
+    )
+    assert (result.code, result.out, result.err) == (0, "manifests/example.yaml: ok, 22 jobs\n", "")
+    plain = run(["ruxa-batch", "validate", "deploy/manifests/kubernetes_configmap.yaml"])
+    assert plain.code == 2
+
+
+def test_only_manifests_reports_a_broken_manifest(run, hermetic: Path) -> None:
+    (hermetic / "m.yaml").write_text("version: 1\njobs:\n  - id: [unclosed\n")
+    result = run(["ruxa-batch", "validate", "--only-manifests", "m.yaml"])
+    assert result.code == 2
+    assert result.err.startswith("m.yaml:")
+
+
+def test_only_manifests_a_changed_csv_revalidates_the_manifest_reading_it(
+    run, example: Path, hermetic: Path
+) -> None:
+    (hermetic / "other.yaml").write_text(
+        "version: 1\njobs:\n  - id: a\n    prompt: p\n    images: ['https://x.example/i.png']\n"
+    )
+    (hermetic / "unrelated.csv").write_text("a\n1\n")
+    command = ["ruxa-batch", "validate", "--only-manifests", "manifests/products.csv"]
+    result = run(command)
+    assert (result.code, result.out, result.err) == (0, "manifests/example.yaml: ok, 22 jobs\n", "")
+    csv = example.parent / "products.csv"
+    csv.write_text(csv.read_text() + "one,too,many,fields,here,and,more\n")
+    broken = run(command)
+    assert broken.code == 2
+    assert broken.err.startswith("manifests/products.csv:")
+    nobody = run(["ruxa-batch", "validate", "--only-manifests", "unrelated.csv"])
+    assert (nobody.code, nobody.out, nobody.err) == (0, "", "")
+
+
+def test_validate_a_csv_without_only_manifests(run, example: Path) -> None:
+    result = run(["ruxa-batch", "validate", "manifests/products.csv"])
+    assert (result.code, result.err) == (
+        2,
+        "manifests/products.csv: $: manifests/products.csv is a CSV file, not a manifest; "
+        "a manifest lists it under rows:\n",
+    )
+
+
+def _state_with(hermetic: Path, statuses: list[str]) -> None:
+    """Three one-job manifest entries recorded in the state with the given statuses."""
+    from ruxa_batch.manifest import load_manifest
+    from ruxa_batch.state import StateStore
+    from ruxa_batch.statuses import JobStatus
+
+    entries = "".join(
+        f"  - id: j{n}\n    prompt: p{n}\n    images: ['https://x.example/i.png']\n"
+        for n in range(3)
+    )
+    (hermetic / "m.yaml").write_text(f"version: 1\nname: t\noutput:\n  dir: out\njobs:\n{entries}")
+    jobs = load_manifest(hermetic / "m.yaml").jobs
+    store = StateStore.open_for_run(hermetic / "out" / ".ruxa-batch.sqlite")
+    try:
+        store.ensure_jobs([(job.key, job.id, job.variant, "{}") for job in jobs])
+        for job, status in zip(jobs, statuses, strict=True):
+            store.set_status(job.key, JobStatus(status))
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("statuses", "code"),
+    [
+        (["succeeded", "succeeded", "succeeded"], 0),
+        (["succeeded", "failed", "pending"], 1),
+        (["succeeded", "uncertain", "succeeded"], 1),
+        (["succeeded", "running", "pending"], 4),
+    ],
+)
+def test_status_check_exit_code(run, hermetic: Path, statuses: list[str], code: int) -> None:
+    _state_with(hermetic, statuses)
+    plain = run(["ruxa-batch", "status", "m.yaml"])
+    assert plain.code == 0
+    checked = run(["ruxa-batch", "status", "m.yaml", "--check"])
+    assert (checked.code, checked.out, checked.err) == (code, plain.out, "")
+    as_json = run(["ruxa-batch", "status", "m.yaml", "--check", "--format", "json"])
+    assert as_json.code == code
+
+
+def test_run_summary_json_when_the_run_finishes(run, hermetic: Path, sandbox, keyed) -> None:
+    from helpers import run_args, write_manifest
+
+    keyed(sandbox)
+    write_manifest(hermetic, 2)
+    result = run(run_args(sandbox, "--summary-json", "reports/summary.json"))
+    assert (result.code, result.err) == (0, "")
+    document = json.loads((hermetic / "reports" / "summary.json").read_text())
+    assert {key: document[key] for key in ("succeeded", "failed", "jobs", "exit_code")} == {
+        "succeeded": 2,
+        "failed": 0,
+        "jobs": 2,
+        "exit_code": 0,
+    }
+    assert document["stopped_by"] is None
+    assert document["tasks_created_this_run"] == 2
+
+
+def test_run_summary_json_when_the_cap_stops_the_run(run, hermetic: Path, sandbox, keyed) -> None:
+    from helpers import run_args, write_manifest
+
+    keyed(sandbox)
+    write_manifest(hermetic, 5)
+    result = run(run_args(sandbox, "--max-tasks", "2", "--summary-json", "s.json"))
+    assert result.code == 3
+    document = json.loads((hermetic / "s.json").read_text())
+    assert (document["exit_code"], document["stopped_by"]) == (3, "max_tasks")
+    assert (document["succeeded"], document["pending"], document["max_tasks"]) == (2, 3, 2)
+
+
+def test_top_level_help_does_not_cut_command_summaries(run) -> None:
+    result = run(["ruxa-batch", "--help"])
+    assert result.code == 0
+    commands = result.out.split("Commands:\n", 1)[1]
+    assert commands == (
+        "  init      Write a commented starter manifest.\n"
+        "  plan      Show every job and what `run` would do with it.\n"
+        "  report    Write an HTML contact sheet of inputs and outputs.\n"
+        "  results   Print the results table, one row per job.\n"
+        "  run       Submit, poll and download every job; resumable.\n"
+        "  sandbox   Serve a local stand-in of the API, with fault injection.\n"
+        "  schema    Print the manifest's JSON Schema.\n"
+        "  status    Count the jobs in each status, from the state file.\n"
+        "  validate  Check manifests, with errors that point at lines.\n"
+        "  verify    Check that downloaded pictures are unchanged.\n"
+    )
+
+
+def test_run_help_groups_its_flags_in_sections(run) -> None:
+    out = run(["ruxa-batch", "run", "--help"]).out
+    sections: dict[str, str] = {}
+    heading = ""
+    for line in out.splitlines():
+        if line.endswith(":") and not line.startswith(" "):
+            heading = line[:-1]
+            sections[heading] = ""
+        elif heading:
+            sections[heading] += line + "\n"
+    assert list(sections) == [
+        "Run options",
+        "Retries and cost",
+        "Output",
+        "Sandbox (no account, no cost)",
+        "Other options",
+    ]
+    assert "--base-url" in sections["Run options"]
+    assert "--max-tasks" in sections["Retries and cost"]
+    assert "--retry-failed" in sections["Retries and cost"]
+    assert "--summary-json" in sections["Output"]
+    assert "--sandbox-fail-rate" in sections["Sandbox (no account, no cost)"]
+    assert "\nOptions:\n" not in out

@@ -31,3 +31,25 @@ def test_validation_sample_in_readme_matches_the_real_output(run, hermetic: Path
     (hermetic / "manifests" / "spring.yaml").write_text(source)
     result = run(["ruxa-batch", "validate", "manifests/spring.yaml"])
     assert result.err == sample.group(1)
+
+
+def test_shell_completion_lines_in_readme_produce_a_script() -> None:
+    """Each completion line of the README names a shell click can write a script for."""
+    import os
+    import subprocess
+    import sys
+
+    text = (REPO / "README.md").read_text("utf-8")
+    shells = re.findall(r"_RUXA_BATCH_COMPLETE=(\w+)_source ruxa-batch", text)
+    assert set(shells) == {"bash", "zsh", "fish"}
+    exe = Path(sys.executable).parent / "ruxa-batch"
+    for shell in set(shells):
+        done = subprocess.run(
+            [str(exe)],
+            env={**os.environ, "_RUXA_BATCH_COMPLETE": f"{shell}_source"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0 and "_RUXA_BATCH_COMPLETE" in done.stdout, shell
