@@ -53,3 +53,10 @@ def test_shell_completion_lines_in_readme_produce_a_script() -> None:
             check=False,
         )
         assert done.returncode == 0 and "_RUXA_BATCH_COMPLETE" in done.stdout, shell
+
+
+def test_the_pre_commit_example_names_this_release() -> None:
+    from ruxa_batch import __version__
+
+    hook = next(b for b in yaml_blocks() if "ruxa-batch-validate" in b)
+    assert f"rev: v{__version__}" in hook
