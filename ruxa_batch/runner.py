@@ -255,7 +255,7 @@ def _run_with_store(
         emit(_summary_lines(summary, paths, output_dir), sys.stdout)
     if flags.summary_json is not None:
         # Written before the exit is decided: a stop (401, 402, the cap) raises from there.
-        code = EXIT_SOFTWARE if outcome.internal_errors else _planned_exit_code(outcome, summary)
+        code = EXIT_SOFTWARE if outcome.internal_errors else _ending(outcome, summary).code
         document = {**summary, "exit_code": code}
         write_atomic(flags.summary_json, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     if outcome.internal_errors:
@@ -377,34 +377,40 @@ def _summary_lines(summary: Mapping[str, Any], paths: Sequence[Path], out: Path)
     return lines
 
 
-def _planned_exit_code(outcome: RunOutcome, summary: Mapping[str, Any]) -> int:
-    """The code :func:`_exit_code` ends the run with (it prints and raises; this only says)."""
-    if outcome.stopped_by == StopReason.INTERRUPTED:
-        return EXIT_INTERRUPTED
-    if outcome.stopped_by in (StopReason.AUTH, StopReason.MAX_TASKS, StopReason.CREDITS):
-        return StoppedEarly.exit_code
-    return exit_code_for_jobs(summary)
+@dataclass(frozen=True)
+class _Ending:
+    """How a run ends: its exit code, what to print, and the error to raise (if it stopped)."""
+
+    code: int
+    lines: tuple[str, ...] = ()
+    error: StoppedEarly | None = None
 
 
-def _exit_code(outcome: RunOutcome, summary: Mapping[str, Any]) -> int:
+def _ending(outcome: RunOutcome, summary: Mapping[str, Any]) -> _Ending:
+    """The one place that turns how a run went into its exit code and closing words."""
     if outcome.stopped_by == StopReason.INTERRUPTED:
-        emit(["interrupted: the state is saved; run the same command again to continue"])
-        return EXIT_INTERRUPTED
+        return _Ending(
+            EXIT_INTERRUPTED,
+            ("interrupted: the state is saved; run the same command again to continue",),
+        )
     if outcome.stopped_by == StopReason.AUTH:
-        raise StoppedEarly(
+        message = (
             "the API rejected the key (401); no job was marked failed. Check RUXA_API_KEY "
             "and run again to continue"
         )
+        return _Ending(StoppedEarly.exit_code, error=StoppedEarly(message))
     if outcome.stopped_by == StopReason.MAX_TASKS:
-        raise StoppedEarly(
+        message = (
             f"stopped at the cap of {summary['max_tasks']:,} tasks for this run (--max-tasks): "
             f"{outcome.not_submitted:,} jobs were not submitted; run again to continue with them"
         )
+        return _Ending(StoppedEarly.exit_code, error=StoppedEarly(message))
     if outcome.stopped_by == StopReason.CREDITS:
-        raise StoppedEarly(
+        message = (
             f"the API reports insufficient credits (402): {outcome.not_submitted:,} jobs were not "
             "submitted; add credits and run the same command again to continue with them"
         )
+        return _Ending(StoppedEarly.exit_code, error=StoppedEarly(message))
     failed = summary[JobStatus.FAILED]
     uncertain = summary[JobStatus.UNCERTAIN]
     unfinished = summary[JobStatus.PENDING] + summary[JobStatus.RUNNING]
@@ -424,8 +430,16 @@ def _exit_code(outcome: RunOutcome, summary: Mapping[str, Any]) -> int:
             f"{_jobs(unfinished)} left for a later run (see the results file for each reason); "
             "run the same command again to continue"
         )
-    emit(lines)
-    return exit_code_for_jobs(summary)
+    return _Ending(exit_code_for_jobs(summary), tuple(lines))
+
+
+def _exit_code(outcome: RunOutcome, summary: Mapping[str, Any]) -> int:
+    """Print the closing words and return the exit code (or raise the stop's error)."""
+    ending = _ending(outcome, summary)
+    emit(list(ending.lines))
+    if ending.error is not None:
+        raise ending.error
+    return ending.code
 
 
 def _jobs(count: int) -> str:
