@@ -197,6 +197,17 @@ def plan(settings: PlanSettings) -> int:
     )
     cost = planned.estimate(price=tuning.price_per_task, cap=tuning.max_tasks)
     emit([render(planned, settings.format, cost)], sys.stdout)
+    if not records and settings.state is None:
+        other = state_path_for(output_dir_for(manifest.output.dir, sandbox=not settings.sandbox))
+        if other.exists():
+            # Not an error (a plan before the first run is normal), but a likely slip.
+            flag = "without --sandbox" if settings.sandbox else "with --sandbox"
+            emit(
+                [
+                    f"note: this plan is for a first run; {display_path(other)} holds the "
+                    f"state of the runs {flag}"
+                ]
+            )
     return EXIT_OK
 
 

@@ -161,20 +161,25 @@ class Estimate:
             f"at most {self.at_most:,} with retries"
         ]
         if self.price is not None:
-            lines.append(
-                f"Cost at {self.price:g} per task: expected {money(self.expected * self.price)}, "
-                f"at most {money(self.at_most * self.price)}"
-            )
+            expected, at_most = money_pair(self.expected * self.price, self.at_most * self.price)
+            lines.append(f"Cost at {self.price:g} per task: expected {expected}, at most {at_most}")
         if self.cap is not None:
             left = self.uncapped - self.expected
             more = f"; {left:,} more in later runs" if left > 0 else ""
-            lines.append(f"Capped at {self.cap:,} tasks by --max-tasks{more}")
+            lines.append(f"Capped at {self.cap:,} tasks per run (max_tasks){more}")
         return lines
 
 
 def money(amount: float) -> str:
     """``12``, ``1,250``, ``3.50``."""
     return f"{amount:,.2f}" if amount != int(amount) else f"{int(amount):,}"
+
+
+def money_pair(first: float, second: float) -> tuple[str, str]:
+    """Two amounts shown alike: ``2.00`` beside ``6.80``, not ``2`` beside ``6.80``."""
+    if first == int(first) and second == int(second):
+        return money(first), money(second)
+    return f"{first:,.2f}", f"{second:,.2f}"
 
 
 def pictures_on_disk(output_dir: Path, manifest: Manifest) -> Callable[[JobRecord], bool]:

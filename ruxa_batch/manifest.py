@@ -26,7 +26,7 @@ from ruxa_batch.manifest_rows import RowReader
 from ruxa_batch.models import DEFAULT_MODEL
 from ruxa_batch.schema import check_document
 from ruxa_batch.template import slugify
-from ruxa_batch.yamlsource import PathKey, YamlProblem, load_yaml
+from ruxa_batch.yamlsource import PathKey, YamlProblem, json_path, load_yaml
 
 # Top-level keys the expansion of jobs needs: when one is broken, the jobs are not expanded.
 # The others (version, model, name, callback_url) are reported and the jobs still checked, so
@@ -80,11 +80,13 @@ def _build_document(path: Path, log: ProblemLog, *, max_jobs: int) -> Manifest |
         log.add((), f"the manifest must be a mapping of keys (version, jobs, ...), not {kind}")
         return None
     schema_problems, broken = check_document(doc)
-    log.extend(schema_problems)
     data: dict[str, Any] = doc.data
-    for where in _non_finite(data, ()):
-        # .inf, .nan and 1e999 pass the schema's range checks (nan compares false) and would
-        # hang or break a run: no value of a manifest may be one.
+    # .inf, .nan and 1e999 pass the schema's range checks (nan compares false) and would hang or
+    # break a run: no value of a manifest may be one. That is the one problem said about them.
+    non_finite = list(_non_finite(data, ()))
+    said = {json_path(where) for where in non_finite}
+    log.extend([problem for problem in schema_problems if problem.path not in said])
+    for where in non_finite:
         log.add(where, "must be a finite number, not .inf or .nan")
         broken.add(where)
     if any(_under(b, (k,)) for b in broken for k in _SHARED_KEYS) or not isinstance(

@@ -16,6 +16,9 @@ from ruxa_batch.schema import KEY_VALUE_MESSAGE, SECRET_HOME, is_secret_name, lo
 from ruxa_batch.suggest import show
 from ruxa_batch.yamlsource import PathKey, YamlProblem, json_path, read_text
 
+# Rows with the wrong number of fields reported one by one; the rest are counted.
+RAGGED_SHOWN = 20
+
 
 @dataclass
 class Rows:
@@ -124,16 +127,20 @@ class RowReader:
                 return None
             values: list[tuple[str, ...]] = []
             labels: list[str] = []
+            ragged = 0
             for row in reader:
                 if not row or all(not cell.strip() for cell in row):
                     continue  # blank lines
                 if len(row) != len(names):
-                    fail(
-                        f"row has {len(row)} field{'s' if len(row) != 1 else ''}; the header "
-                        f"has {len(names)}",
-                        reader.line_num,
-                    )
-                    return None
+                    # Every ragged row is reported (up to a few, then counted), not the first.
+                    ragged += 1
+                    if ragged <= RAGGED_SHOWN:
+                        fail(
+                            f"row has {len(row)} field{'s' if len(row) != 1 else ''}; the "
+                            f"header has {len(names)}",
+                            reader.line_num,
+                        )
+                    continue
                 values.append(tuple(row))
                 labels.append(f"{csv_path.name}:{reader.line_num}")
         except csv.Error as exc:
@@ -141,6 +148,14 @@ class RowReader:
             if reason == "unexpected end of data":
                 reason = "a quoted field is never closed"
             fail(f"malformed CSV: {reason}", reader.line_num)
+            return None
+        if ragged > RAGGED_SHOWN:
+            more = ragged - RAGGED_SHOWN
+            fail(
+                f"... and {more:,} more row{'s' if more != 1 else ''} with the wrong number "
+                "of fields"
+            )
+        if ragged:
             return None
         if not values:
             fail("CSV file has a header but no rows", 1)

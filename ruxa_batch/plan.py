@@ -22,7 +22,7 @@ from ruxa_batch.decide import (
     Estimate,
     Options,
     decide_all,
-    money,
+    money_pair,
     pictures_on_disk,
 )
 from ruxa_batch.jobs import Job, Manifest, display_path
@@ -198,8 +198,7 @@ def cost_markdown(cost: Estimate) -> list[str]:
     """The cost line of the markdown plan (none without a price)."""
     if cost.price is None:
         return []
-    expected = money(cost.expected * cost.price)
-    at_most = money(cost.at_most * cost.price)
+    expected, at_most = money_pair(cost.expected * cost.price, cost.at_most * cost.price)
     return [f"Cost at {cost.price:g} per task: expected **{expected}**, at most **{at_most}**", ""]
 
 

@@ -360,3 +360,15 @@ def test_one_bad_manifest_does_not_stop_the_others(run, data_dir: Path) -> None:
         "data/" + EXPECTED["empty.yaml"][0],
         "2 of 3 manifests are invalid",
     ]
+
+
+def test_a_non_finite_integer_setting_is_one_problem(run, hermetic) -> None:
+    (hermetic / "nan.yaml").write_text(
+        "version: 1\nrun:\n  max_attempts: .nan\njobs:\n  - id: a\n    prompt: p\n"
+        "    images: [https://x.example/a.png]\n"
+    )
+    result = run(["ruxa-batch", "validate", "nan.yaml"])
+    assert (result.code, result.err) == (
+        2,
+        "nan.yaml:3:17: $.run.max_attempts: must be a finite number, not .inf or .nan\n",
+    )

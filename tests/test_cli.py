@@ -71,7 +71,7 @@ def test_plan_text(run, example: Path) -> None:
         "Totals: submit 22",
         "Tasks to create: 22 if each succeeds first time, at most 66 with retries",
         "Cost at 0.04 per task: expected 0.88, at most 2.64",
-        "Capped at 100 tasks by --max-tasks",
+        "Capped at 100 tasks per run (max_tasks)",
         "Output folder: manifests/out/autumn-catalog",
     ]
 

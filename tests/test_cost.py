@@ -133,7 +133,7 @@ def test_plan_with_the_cap_counts_what_one_run_creates(run, hermetic) -> None:
     assert plan.out.splitlines()[-4:-1] == [
         "Tasks to create: 10 if each succeeds first time, at most 10 with retries",
         "Cost at 0.5 per task: expected 5, at most 5",
-        "Capped at 10 tasks by --max-tasks; 20 more in later runs",
+        "Capped at 10 tasks per run (max_tasks); 20 more in later runs",
     ]
     document = json.loads(
         run(["ruxa-batch", "plan", "m.yaml", "--max-tasks", "10", "--format", "json"]).out

@@ -152,7 +152,7 @@ def test_the_estimate_adds_up_the_decisions() -> None:
     decisions = [decide(None, PLAIN), decide(record(JobStatus.RUNNING, task_id="t"), PLAIN)]
     estimate = Estimate.of(decisions, price=0.5)
     assert (estimate.expected, estimate.at_most) == (1, 6)
-    assert estimate.lines()[1] == "Cost at 0.5 per task: expected 0.50, at most 3"
+    assert estimate.lines()[1] == "Cost at 0.5 per task: expected 0.50, at most 3.00"
 
 
 # -- plan and run agree after a kill between a create leaving and its answer -----------------

@@ -488,3 +488,18 @@ def test_status_names_the_first_unfinished_jobs_and_counts_the_rest(
     assert lines[-1] == (
         "  ... and 3 more (`ruxa-batch results` or `status --format json` list every job)"
     )
+
+
+def test_plan_without_sandbox_after_a_sandbox_run_notes_where_the_state_is(
+    run, hermetic, sandbox, keyed
+) -> None:
+    keyed(sandbox)
+    write_manifest(hermetic, 1)
+    assert run(["ruxa-batch", "run", "m.yaml", "--sandbox", "--no-progress"]).code == 0
+    plan = run(["ruxa-batch", "plan", "m.yaml"])
+    assert plan.code == 0
+    assert plan.err == (
+        "note: this plan is for a first run; out/t.sandbox/.ruxa-batch.sqlite holds the state "
+        "of the runs with --sandbox\n"
+    )
+    assert run(["ruxa-batch", "plan", "m.yaml", "--sandbox"]).err == ""

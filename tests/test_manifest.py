@@ -339,3 +339,17 @@ def test_template_parse_never_crashes(source: str) -> None:
         assert "brace" in str(exc) or "placeholder" in str(exc)
     else:
         template.render({name: "v" for name in template.names})
+
+
+def test_every_ragged_csv_row_is_reported_in_one_run(run, hermetic) -> None:
+    (hermetic / "rows.csv").write_text("sku,product\nmug,a mug\ncup,a cup,extra\nbowl\n")
+    (hermetic / "m.yaml").write_text(
+        'version: 1\njobs:\n  - id: "{sku}"\n    prompt: Place the {product}\n'
+        '    images: ["https://cdn.example.com/{sku}.png"]\n    rows: rows.csv\n'
+    )
+    result = run(["ruxa-batch", "validate", "m.yaml"])
+    assert (result.code, result.err) == (
+        2,
+        "rows.csv:3:1: $.jobs[0].rows: row has 3 fields; the header has 2\n"
+        "rows.csv:4:1: $.jobs[0].rows: row has 1 field; the header has 2\n",
+    )
