@@ -105,12 +105,20 @@ def _build_document(path: Path, log: ProblemLog, *, max_jobs: int) -> Manifest |
     )
     rows = RowReader(path.parent, log)
     defaults = data.get("defaults") or {}
-    entries = [
-        entry
-        for index, raw in enumerate(data["jobs"])
-        if not any(_under(b, ("jobs", index)) for b in broken)
-        and (entry := read_entry(index, raw, defaults, variables, log=log, rows=rows)) is not None
-    ]
+    entries = []
+    for index, raw in enumerate(data["jobs"]):
+        if not any(_under(b, ("jobs", index)) for b in broken):
+            entry = read_entry(index, raw, defaults, variables, log=log, rows=rows)
+            if entry is not None:
+                entries.append(entry)
+        elif (
+            isinstance(raw, dict)
+            and isinstance(raw.get("rows"), str)
+            and not any(_under(b, ("jobs", index, "rows")) for b in broken)
+        ):
+            # The entry cannot be expanded, but the CSV file it reads is checked all the same,
+            # so that one run of validate reports its problems too.
+            rows.read(raw["rows"], ("jobs", index, "rows"))
     expander = Expander(log, model=model, variables=variables)
     if not expander.within_limit(entries, max_jobs):
         return None

@@ -353,3 +353,17 @@ def test_every_ragged_csv_row_is_reported_in_one_run(run, hermetic) -> None:
         "rows.csv:3:1: $.jobs[0].rows: row has 3 fields; the header has 2\n"
         "rows.csv:4:1: $.jobs[0].rows: row has 1 field; the header has 2\n",
     )
+
+
+def test_a_csv_is_checked_even_when_its_job_entry_has_other_problems(run, hermetic) -> None:
+    (hermetic / "rows.csv").write_text("sku,product\nmug,a mug\ncup,a cup,extra\n")
+    (hermetic / "m.yaml").write_text(
+        'version: 1\njobs:\n  - id: "{sku}"\n    promt: Place the {product}\n'
+        '    images: ["https://cdn.example.com/{sku}.png"]\n    rows: rows.csv\n'
+    )
+    result = run(["ruxa-batch", "validate", "m.yaml"])
+    assert (result.code, result.err) == (
+        2,
+        "m.yaml:4:5: $.jobs[0].promt: unknown key 'promt'; did you mean 'prompt'?\n"
+        "rows.csv:3:1: $.jobs[0].rows: row has 3 fields; the header has 2\n",
+    )
