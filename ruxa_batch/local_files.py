@@ -1,0 +1,126 @@
+"""Local pictures: files on disk that jobs send, known by the sha256 of their bytes.
+
+A manifest's ``images:`` entry that is not an http(s) URL names a file. The file counts in its
+job's identity by content (moving or renaming it never resubmits; editing it does), and reaches the
+API through an uploader (:mod:`ruxa_batch.uploads`) that the manifest's ``upload:`` section
+describes. This module holds the plain values both sides share: what a local file is, how its kind
+is told from its bytes, and what the ``upload:`` section says. It reads files but sends nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The kinds of picture the API takes, told by their first bytes, never by the file's name.
+MEDIA_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+DEFAULT_MAX_FILE_MB = 10.0
+# How long a presigned URL stays valid unless the manifest says otherwise (S3 allows 7 days).
+DEFAULT_URL_LIFETIME = 86_400.0
+MAX_URL_LIFETIME = 604_800.0
+DEFAULT_UPLOAD_CONCURRENCY = 8
+_CHUNK = 1 << 20
+
+
+def sniff(head: bytes) -> str | None:
+    """The media type of a picture from its first 12 bytes; None when it is none the API takes."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """A picture on disk that a job sends."""
+
+    shown: str  # as the user knows it: relative to the manifest's folder (posix), else absolute
+    sha256: str  # of the bytes: the file's identity
+    size: int
+    media_type: str  # one of MEDIA_EXTENSIONS
+    path: Path = field(compare=False)  # absolute, to read the bytes from
+
+    @property
+    def ext(self) -> str:
+        """The extension that goes with the bytes (``jpg`` for a JPEG named ``.jpeg``)."""
+        return MEDIA_EXTENSIONS[self.media_type]
+
+    @property
+    def ref(self) -> str:
+        """How the file stands in a job's identity and stored request: by content only."""
+        return f"sha256:{self.sha256}"
+
+    def read(self) -> bytes:
+        """The file's bytes, checked to be the ones it was known by (it may have changed since)."""
+        data = self.path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != self.sha256:
+            raise ChangedOnDisk(f"{self.shown} changed on disk since the manifest was read")
+        return data
+
+
+class ChangedOnDisk(Exception):
+    """A local file's bytes are no longer those its job was planned with."""
+
+
+def hash_file(path: Path) -> tuple[str, int]:
+    """The sha256 (hex) and size of a file, read in chunks."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+# -- the upload: section ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class S3Spec:
+    """Files go to an S3 or S3-compatible bucket under ``<prefix><sha256>.<ext>``; the API gets
+    a presigned GET URL. Credentials come from the standard AWS environment and files."""
+
+    bucket: str
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str | None = None
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """Files are uploaded by a command (an argument list, no shell) that prints the file's URL.
+
+    Placeholders: ``{path}``, ``{sha256}``, ``{ext}``, ``{name}``.
+    """
+
+    argv: tuple[str, ...]
+    timeout: float = 300.0
+
+
+@dataclass(frozen=True)
+class BaseUrlSpec:
+    """Files are already published: the manifest's folder is at ``base_url``; nothing is sent."""
+
+    base_url: str  # ends with "/"
+
+
+@dataclass(frozen=True)
+class UploadSpec:
+    """The manifest's ``upload:`` section."""
+
+    method: S3Spec | CommandSpec | BaseUrlSpec
+    url_lifetime: float | None = None  # seconds a URL stays valid; None: it does not expire
+    concurrency: int = DEFAULT_UPLOAD_CONCURRENCY
+
+
+@dataclass(frozen=True)
+class LocalRules:
+    """What a manifest allows of local files (``local_images:``)."""
+
+    roots: tuple[Path, ...]  # absolute; the manifest's folder is always first
+    max_bytes: int = int(DEFAULT_MAX_FILE_MB * 1_000_000)
