@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ruxa_batch.local_files import LocalFile, LocalRules, UploadSpec
 from ruxa_batch.models import EXTENSIONS, ModelSpec, get_model
 from ruxa_batch.template import parse_template
 
@@ -35,7 +36,7 @@ class Job:
     variant: int  # 1-based
     variants: int  # how many variants the job entry asks for
     prompt: str
-    images: tuple[str, ...]
+    images: tuple[str | LocalFile, ...]  # URLs, and pictures on disk known by content
     image_size: str
     output_format: str
     key: str  # identity: hash of the exact request plus the variant number
@@ -45,6 +46,16 @@ class Job:
     def ext(self) -> str:
         """File extension of this job's outputs."""
         return EXTENSIONS[self.output_format]
+
+    @property
+    def local_files(self) -> tuple[LocalFile, ...]:
+        """The job's pictures on disk, which must be published before its create."""
+        return tuple(image for image in self.images if isinstance(image, LocalFile))
+
+    @property
+    def image_names(self) -> tuple[str, ...]:
+        """Each input as the user knows it: its URL, or its path relative to the manifest."""
+        return tuple(image if isinstance(image, str) else image.shown for image in self.images)
 
 
 @dataclass(frozen=True)
@@ -76,30 +87,51 @@ class Manifest:
     output: OutputSpec
     run: Mapping[str, Any]  # the manifest's `run:` keys as written (flags override them)
     jobs: tuple[Job, ...]
+    upload: UploadSpec | None = None  # where local pictures go (None: nowhere said)
+    local: LocalRules | None = None  # what local pictures may be
+
+    @property
+    def base(self) -> Path:
+        """The manifest's folder: local paths, CSV files and output.dir are relative to it."""
+        return self.path.parent
 
     @property
     def spec(self) -> ModelSpec:
         """The model's request rules."""
         return get_model(self.model)
 
-    def request_input(self, job: Job) -> dict[str, Any]:
-        """The ``input`` object sent to create ``job``'s task."""
-        return request_input(self.model, job)
+    def request_input(self, job: Job, urls: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The ``input`` object of ``job``'s task (see :func:`request_input`)."""
+        return request_input(self.model, job, urls)
+
+    def local_files(self) -> dict[str, LocalFile]:
+        """Every distinct picture on disk the jobs send, by sha256, in manifest order."""
+        found: dict[str, LocalFile] = {}
+        for job in self.jobs:
+            for file in job.local_files:
+                found.setdefault(file.sha256, file)
+        return found
 
     def output_name(self, job: Job, n: int) -> str:
         """The path, relative to ``output.dir``, of output ``n`` (1-based) of ``job``."""
         return self.output.name_for(job, n)
 
 
-def request_input(model: str, job: Job) -> dict[str, Any]:
-    """The ``input`` object of ``job``'s create request, exactly as it is sent.
+def request_input(model: str, job: Job, urls: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The ``input`` object of ``job``'s create request.
 
-    The job's identity is a hash of this same object, so what is sent and what is known as done
-    cannot drift apart.
+    With ``urls`` (sha256 -> published URL) it is exactly what is sent. Without, a picture on
+    disk stands as ``sha256:<hex>``: that is the job's identity (a hash of this object), so what
+    is sent and what is known as done cannot drift apart, and where a file was uploaded to (which
+    changes as URLs expire) is not part of it.
     """
+    images = tuple(
+        image if isinstance(image, str) else (urls[image.sha256] if urls is not None else image.ref)
+        for image in job.images
+    )
     return get_model(model).build_input(
         prompt=job.prompt,
-        images=job.images,
+        images=images,
         image_size=job.image_size,
         output_format=job.output_format,
     )

@@ -18,9 +18,11 @@ from typing import Any
 
 from ruxa_batch.errors import ManifestInvalid, Problem
 from ruxa_batch.jobs import DEFAULT_MAX_JOBS, Manifest, display_path
+from ruxa_batch.local_files import BaseUrlSpec
 from ruxa_batch.manifest_entries import read_entry
 from ruxa_batch.manifest_expand import Expander
 from ruxa_batch.manifest_filenames import check_filenames, read_output
+from ruxa_batch.manifest_files import FileReader, read_local_rules, read_upload
 from ruxa_batch.manifest_problems import ProblemLog, ordered
 from ruxa_batch.manifest_rows import RowReader
 from ruxa_batch.models import DEFAULT_MODEL
@@ -31,7 +33,7 @@ from ruxa_batch.yamlsource import PathKey, YamlProblem, json_path, load_yaml
 # Top-level keys the expansion of jobs needs: when one is broken, the jobs are not expanded.
 # The others (version, model, name, callback_url) are reported and the jobs still checked, so
 # that one run of validate shows every problem.
-_SHARED_KEYS = ("vars", "defaults", "output")
+_SHARED_KEYS = ("vars", "defaults", "output", "local_images")
 
 
 def load_manifest(path: Path, *, max_jobs: int = DEFAULT_MAX_JOBS) -> Manifest:
@@ -104,11 +106,14 @@ def _build_document(path: Path, log: ProblemLog, *, max_jobs: int) -> Manifest |
         data.get("output") or {}, name=name, base=path.parent, log=log
     )
     rows = RowReader(path.parent, log)
+    local = read_local_rules(data.get("local_images") or {}, path.parent)
+    files = FileReader(path.parent, local, log)
+    upload = read_upload(data["upload"], log) if usable("upload") else None
     defaults = data.get("defaults") or {}
     entries = []
     for index, raw in enumerate(data["jobs"]):
         if not any(_under(b, ("jobs", index)) for b in broken):
-            entry = read_entry(index, raw, defaults, variables, log=log, rows=rows)
+            entry = read_entry(index, raw, defaults, variables, log=log, rows=rows, files=files)
             if entry is not None:
                 entries.append(entry)
         elif (
@@ -119,10 +124,20 @@ def _build_document(path: Path, log: ProblemLog, *, max_jobs: int) -> Manifest |
             # The entry cannot be expanded, but the CSV file it reads is checked all the same,
             # so that one run of validate reports its problems too.
             rows.read(raw["rows"], ("jobs", index, "rows"))
-    expander = Expander(log, model=model, variables=variables)
+    expander = Expander(log, model=model, variables=variables, files=files)
     if not expander.within_limit(entries, max_jobs):
         return None
     jobs = expander.expand_all(entries)
+    if upload is not None and isinstance(upload.method, BaseUrlSpec):
+        for job in jobs:
+            outside = [file.shown for file in job.local_files if Path(file.shown).is_absolute()]
+            if outside:
+                log.add(
+                    ("upload", "base_url"),
+                    f"base_url publishes the manifest's folder, but job {job.id!r} sends "
+                    f"{outside[0]}, which is outside it",
+                )
+                break
     if filename_ok:  # else the template itself is already reported
         check_filenames(jobs, output, id_paths=expander.id_paths, log=log)
     log.summarise_repeats()
@@ -134,6 +149,8 @@ def _build_document(path: Path, log: ProblemLog, *, max_jobs: int) -> Manifest |
         output=output,
         run=dict(data.get("run") or {}),
         jobs=tuple(jobs),
+        upload=upload,
+        local=local,
     )
 
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ruxa_batch.manifest_files import FILE_VARIABLES, FileReader
 from ruxa_batch.manifest_problems import ProblemLog
 from ruxa_batch.manifest_rows import RowReader, Rows, scalar_text
 from ruxa_batch.yamlsource import PathKey
@@ -20,6 +21,20 @@ class Entry:
     where: dict[str, PathKey]  # field -> path of the value in the document
     matrix: dict[str, list[str]] = field(default_factory=dict)
     rows: Rows | None = None
+    files: list[tuple[str, str, str]] | None = None  # (file, stem, name) per file a glob matches
+
+    def count(self) -> int:
+        """How many combinations the entry expands to, before variants."""
+        total = len(self.rows.values) if self.rows else 1
+        total *= len(self.files) if self.files is not None else 1
+        for values in self.matrix.values():
+            total *= len(values)
+        return total
+
+    def names(self) -> set[str]:
+        """The variables its own expansion gives (not those of ``vars``)."""
+        names = set(self.matrix) | set(self.rows.names if self.rows else ())
+        return names | (set(FILE_VARIABLES) if self.files is not None else set())
 
 
 def read_entry(
@@ -30,6 +45,7 @@ def read_entry(
     *,
     log: ProblemLog,
     rows: RowReader,
+    files: FileReader,
 ) -> Entry | None:
     """The entry ``jobs[index]``, or None after reporting why it cannot be expanded."""
     here: PathKey = ("jobs", index)
@@ -38,7 +54,7 @@ def read_entry(
     for name, value in defaults.items():
         fields[name], where[name] = value, ("defaults", name)
     for name, value in raw.items():
-        if name not in ("matrix", "rows"):
+        if name not in ("matrix", "rows", "files"):
             fields[name], where[name] = value, (*here, name)
     ok = True
     for required in ("prompt", "images"):
@@ -71,4 +87,26 @@ def read_entry(
                         f"rows column {name!r} is also defined in {other}; rename one of them",
                     )
                     ok = False
+    if "files" in raw:
+        patterns = raw["files"] if isinstance(raw["files"], list) else [raw["files"]]
+        found: list[tuple[str, str, str]] = []
+        for number, pattern in enumerate(patterns):
+            at: PathKey = (*here, "files")
+            if isinstance(raw["files"], list):
+                at = (*at, number)
+            matched = files.glob(str(pattern), at)
+            if matched is None:
+                ok = False
+            else:
+                found.extend(match for match in matched if match not in found)
+        entry.files = found
+        taken = set(variables) | set(entry.matrix) | set(entry.rows.names if entry.rows else ())
+        for name in FILE_VARIABLES:
+            if name in taken:
+                log.add(
+                    (*here, "files"),
+                    f"files gives the variable {name!r}, which vars, matrix or rows also "
+                    "defines; rename that one",
+                )
+                ok = False
     return entry if ok else None

@@ -8,14 +8,15 @@ unique after expansion.
 from __future__ import annotations
 
 import itertools
-import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 from ruxa_batch.jobs import Job, identity_key, request_input
+from ruxa_batch.local_files import LocalFile
 from ruxa_batch.manifest_entries import Entry
+from ruxa_batch.manifest_files import FILE_VARIABLES, FileReader, is_url
 from ruxa_batch.manifest_problems import ProblemLog
 from ruxa_batch.models import get_model
 from ruxa_batch.suggest import close_matches, did_you_mean, nearest_ratios, show
@@ -29,8 +30,16 @@ _TEMPLATED_FIELDS = ("prompt", "image_size", "output_format")
 class Expander:
     """Expands the entries of one manifest, reporting problems to ``log``."""
 
-    def __init__(self, log: ProblemLog, *, model: str, variables: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        log: ProblemLog,
+        *,
+        model: str,
+        variables: Mapping[str, str],
+        files: FileReader,
+    ) -> None:
         self.log = log
+        self.files = files
         self.model = model
         self.spec = get_model(model)
         self.variables = variables
@@ -40,9 +49,7 @@ class Expander:
         """False (and a problem reported) when the entries expand to more than ``max_jobs``."""
         total = 0
         for entry in entries:
-            count = len(entry.rows.values) if entry.rows else 1
-            count *= math.prod(len(values) for values in entry.matrix.values())
-            count *= int(entry.fields.get("variants", 1))
+            count = entry.count() * int(entry.fields.get("variants", 1))
             total += count
             if total > max_jobs:
                 self.log.add(
@@ -111,9 +118,7 @@ class Expander:
 
     def templates(self, entry: Entry) -> dict[str, Any] | None:
         """The entry's templated fields parsed, or None if one is malformed or unknown names."""
-        known = (
-            set(self.variables) | set(entry.matrix) | set(entry.rows.names if entry.rows else ())
-        )
+        known = set(self.variables) | entry.names()
         parsed: dict[str, Any] = {}
         ok = True
 
@@ -143,18 +148,22 @@ class Expander:
         return parsed if ok else None
 
     def combinations(self, entry: Entry) -> Iterator[tuple[dict[str, str], str]]:
-        """Each rows x matrix combination's variables, with a label naming it in messages."""
+        """Each files x rows x matrix combination's variables, with a label naming it."""
         matrix_names = list(entry.matrix)
         row_source: Sequence[tuple[tuple[str, ...], str]] = [((), "")]
         if entry.rows:
             row_source = list(zip(entry.rows.values, entry.rows.labels, strict=True))
         row_names = entry.rows.names if entry.rows else ()
-        for row, row_label in row_source:
+        file_source: Sequence[tuple[str, ...]] = [()] if entry.files is None else entry.files
+        file_names = FILE_VARIABLES if entry.files is not None else ()
+        for file_values, (row, row_label) in itertools.product(file_source, row_source):
             for combo in itertools.product(*(entry.matrix[name] for name in matrix_names)):
                 values = dict(self.variables)
+                values.update(zip(file_names, file_values, strict=False))
                 values.update(zip(row_names, row, strict=False))
                 values.update(zip(matrix_names, combo, strict=False))
-                shown = ", ".join(f"{n}={values[n]}" for n in (*row_names, *matrix_names))
+                named = (*file_names[:1], *row_names, *matrix_names)
+                shown = ", ".join(f"{n}={values[n]}" for n in named)
                 label = f"jobs[{entry.index}]"
                 if row_label:
                     label += f" {row_label}"
@@ -189,16 +198,22 @@ class Expander:
         if not prompt.strip():
             self.log.add_repeated(where["prompt"], "blank prompt", f"prompt is blank{suffix}")
             ok = False
-        images = []
+        images: list[str | LocalFile] = []
         for number, template in enumerate(templates["images"]):
-            url = template.render(values)
-            problem = _url_problem(url)
-            if problem:
-                self.log.add_repeated(
-                    (*where["images"], number), "bad URL", f"{show(url)} {problem}{suffix}"
-                )
+            text = template.render(values)
+            image_where = (*where["images"], number)
+            if is_url(text) or not text.strip():
+                problem = _url_problem(text)
+                if problem:
+                    self.log.add_repeated(image_where, "bad URL", f"{show(text)} {problem}{suffix}")
+                    ok = False
+                images.append(text)
+                continue
+            local = self.files.local(text, image_where, suffix)
+            if local is None:
                 ok = False
-            images.append(url)
+            else:
+                images.append(local)
         image_size = self.choice(
             templates,
             "image_size",
@@ -252,6 +267,8 @@ class Expander:
 
 
 def _url_problem(url: str) -> str | None:
+    if not url.strip():
+        return "is blank: give an http(s) URL or the path of a local picture"
     if any(ch.isspace() for ch in url):
         return "is not a valid URL: it contains white space"
     try:

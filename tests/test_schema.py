@@ -42,11 +42,12 @@ def test_enums_match_the_model_rules() -> None:
     assert defs["images"]["maxItems"] == NANO_BANANA_EDIT.max_images
 
 
-def test_defaults_accept_every_job_field_but_id_matrix_rows() -> None:
+def test_defaults_accept_every_job_field_but_id_matrix_rows_files() -> None:
     schema = manifest_schema()
     job_fields = set(schema["$defs"]["job"]["properties"])
     assert set(schema["properties"]["defaults"]["properties"]) == job_fields - {
         "id",
         "matrix",
         "rows",
+        "files",
     }

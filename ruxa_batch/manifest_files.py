@@ -1,0 +1,215 @@
+"""Local pictures in a manifest: paths in ``images:``, globs in ``files:``, and the ``upload:`` and
+``local_images:`` sections.
+
+A path is relative to the manifest's folder and must stay inside it or inside a root that
+``local_images.roots`` names (after symbolic links are followed). A file is a picture by its bytes
+(PNG, JPEG or WebP), never by its name, and at most ``local_images.max_file_mb``. Each file is read
+and hashed once per manifest, whatever the number of jobs sending it.
+"""
+
+from __future__ import annotations
+
+import glob as globbing
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ruxa_batch.local_files import (
+    DEFAULT_MAX_FILE_MB,
+    DEFAULT_UPLOAD_CONCURRENCY,
+    DEFAULT_URL_LIFETIME,
+    BaseUrlSpec,
+    CommandSpec,
+    LocalFile,
+    LocalRules,
+    S3Spec,
+    UploadSpec,
+    hash_file,
+    sniff,
+)
+from ruxa_batch.manifest_problems import ProblemLog
+from ruxa_batch.suggest import show
+from ruxa_batch.yamlsource import PathKey
+
+# Variables a ``files:`` glob gives each of its expansions.
+FILE_VARIABLES = ("file", "stem", "name")
+# A scheme such as ``https:`` or ``s3:`` (a Windows drive letter is one character: not a scheme).
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
+_PLACEHOLDERS = ("path", "sha256", "ext", "name")
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+def is_url(text: str) -> bool:
+    """Whether an ``images:`` entry is meant as a URL (it has a scheme) rather than a path."""
+    return _SCHEME.match(text) is not None
+
+
+class FileReader:
+    """Resolves, checks and hashes the local pictures of one manifest."""
+
+    def __init__(self, base: Path, rules: LocalRules, log: ProblemLog) -> None:
+        self.base = base.resolve()
+        self.rules = rules
+        self.log = log
+        self._files: dict[Path, LocalFile | str] = {}  # resolved path -> file, or its problem
+
+    def allowed(self, path: Path) -> bool:
+        """Whether ``path`` (resolved) lies in the manifest's folder or an allowed root."""
+        return any(path.is_relative_to(root) for root in self.rules.roots)
+
+    def shown(self, path: Path) -> str:
+        """``path`` as a manifest names it: relative to the manifest's folder, else absolute."""
+        try:
+            return path.relative_to(self.base).as_posix()
+        except ValueError:
+            return str(path)
+
+    def glob(self, pattern: str, where: PathKey) -> list[tuple[str, str, str]] | None:
+        """The ``(file, stem, name)`` variables of each file ``pattern`` matches, sorted by path;
+        None after reporting why there are none."""
+        expanded = os.path.expanduser(pattern)
+        full = expanded if os.path.isabs(expanded) else os.path.join(self.base, expanded)
+        matches: list[tuple[str, str, str]] = []
+        outside: list[str] = []
+        for hit in globbing.glob(full, recursive=True):
+            path = Path(hit)
+            try:
+                real = path.resolve(strict=True)
+            except (OSError, RuntimeError):
+                continue
+            if not real.is_file():
+                continue
+            if not self.allowed(real):
+                outside.append(hit)
+                continue
+            shown = self.shown(Path(os.path.normpath(hit)))
+            matches.append((shown, path.stem, path.name))
+        if outside and not matches:
+            self.log.add(
+                where,
+                f"{show(pattern)} matches only files outside the manifest's folder and its "
+                "allowed roots (local_images.roots)",
+            )
+            return None
+        if not matches:
+            self.log.add(where, f"{show(pattern)} matches no file")
+            return None
+        return sorted(set(matches))
+
+    def local(self, text: str, where: PathKey, suffix: str) -> LocalFile | None:
+        """The picture at path ``text``; None after reporting why it cannot be sent."""
+        expanded = os.path.expanduser(text)
+        path = Path(expanded if os.path.isabs(expanded) else os.path.join(self.base, expanded))
+        try:
+            real = path.resolve(strict=True)
+        except FileNotFoundError:
+            self.log.add_repeated(where, "missing file", f"{show(text)}: no such file{suffix}")
+            return None
+        except (OSError, RuntimeError) as exc:
+            self.log.add_repeated(where, "unreadable", f"{show(text)}: {_reason(exc)}{suffix}")
+            return None
+        if real not in self._files:
+            self._files[real] = self._check(real, text)
+        found = self._files[real]
+        if isinstance(found, str):
+            kind = found.split(":", 1)[0]
+            self.log.add_repeated(where, kind, f"{show(text)}: {found}{suffix}")
+            return None
+        return found
+
+    def _check(self, real: Path, text: str) -> LocalFile | str:
+        """The file at ``real``, or what is wrong with it (``kind: details``)."""
+        if not self.allowed(real):
+            return (
+                "outside the allowed folders: a local image must be in the manifest's folder "
+                "or below it, or under a root listed in local_images.roots"
+            )
+        if not real.is_file():
+            return "not a regular file"
+        try:
+            size = real.stat().st_size
+            if size > self.rules.max_bytes:
+                return (
+                    f"too large: {size / 1_000_000:.1f} MB, over the "
+                    f"{self.rules.max_bytes / 1_000_000:g} MB cap (local_images.max_file_mb)"
+                )
+            with real.open("rb") as handle:
+                media_type = sniff(handle.read(12))
+            if media_type is None:
+                return "not a picture: its bytes are not PNG, JPEG or WebP, whatever its name"
+            sha256, size = hash_file(real)
+        except OSError as exc:
+            return f"unreadable: {_reason(exc)}"
+        return LocalFile(self.shown(real), sha256, size, media_type, real)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return "cannot be read"
+
+
+def read_local_rules(raw: Mapping[str, Any], base: Path) -> LocalRules:
+    """The ``local_images:`` section (already checked by the schema)."""
+    roots = [base.resolve()]
+    for root in raw.get("roots") or ():
+        expanded = Path(os.path.expanduser(str(root)))
+        roots.append((expanded if expanded.is_absolute() else base / expanded).resolve())
+    max_mb = float(raw.get("max_file_mb", DEFAULT_MAX_FILE_MB))
+    return LocalRules(tuple(roots), int(max_mb * 1_000_000))
+
+
+def read_upload(raw: Mapping[str, Any], log: ProblemLog) -> UploadSpec | None:
+    """The ``upload:`` section (its shape already checked by the schema); None after reporting
+    what the schema cannot say."""
+    here: PathKey = ("upload",)
+    methods = [name for name in ("s3", "command", "base_url") if name in raw]
+    if len(methods) != 1:
+        said = ", ".join(methods) if methods else "none"
+        log.add(here, f"say exactly one of s3, command or base_url (found: {said})")
+        return None
+    method: S3Spec | CommandSpec | BaseUrlSpec
+    lifetime: float | None = raw.get("url_lifetime")
+    if "s3" in raw:
+        s3 = raw["s3"]
+        method = S3Spec(
+            bucket=s3["bucket"],
+            prefix=s3.get("prefix", ""),
+            endpoint_url=s3.get("endpoint_url"),
+            region=s3.get("region"),
+        )
+        lifetime = float(lifetime) if lifetime is not None else DEFAULT_URL_LIFETIME
+    elif "command" in raw:
+        argv = tuple(str(arg) for arg in raw["command"])
+        ok = True
+        for number, arg in enumerate(argv):
+            for name in _PLACEHOLDER.findall(arg):
+                if name not in _PLACEHOLDERS:
+                    log.add(
+                        (*here, "command", number),
+                        f"unknown placeholder {{{name}}} (known: "
+                        f"{', '.join('{' + p + '}' for p in _PLACEHOLDERS)})",
+                    )
+                    ok = False
+        if not any("{path}" in arg for arg in argv):
+            log.add((*here, "command"), "the command must take the file as {path}")
+            ok = False
+        if not ok:
+            return None
+        method = CommandSpec(argv, timeout=float(raw.get("command_timeout", 300.0)))
+    else:
+        base_url = str(raw["base_url"])
+        parts = urlsplit(base_url)
+        if parts.query or parts.fragment:
+            log.add((*here, "base_url"), "base_url must not have a query or a fragment")
+            return None
+        method = BaseUrlSpec(base_url if base_url.endswith("/") else base_url + "/")
+        lifetime = None
+    return UploadSpec(
+        method,
+        url_lifetime=float(lifetime) if lifetime is not None else None,
+        concurrency=int(raw.get("concurrency", DEFAULT_UPLOAD_CONCURRENCY)),
+    )
