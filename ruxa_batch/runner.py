@@ -39,7 +39,7 @@ from ruxa_batch.progress import Progress
 from ruxa_batch.ratelimit import RateLimiter
 from ruxa_batch.report import REPORT_FILENAME, write_report
 from ruxa_batch.results import build_table, write_atomic, write_results
-from ruxa_batch.settings import RunFlags
+from ruxa_batch.settings import API_KEY_ENV, RunFlags
 from ruxa_batch.state import StateStore, output_dir_for, state_path_for
 from ruxa_batch.statuses import JobStatus, StopReason
 from ruxa_batch.timing import Timer
@@ -104,13 +104,13 @@ def read_api_key(flags: RunFlags) -> str:
         if not key:
             raise UsageError(f"API key file {flags.api_key_file} is empty")
         return _checked_key(key, f"API key file {flags.api_key_file}")
-    key = os.environ.get("RUXA_API_KEY", "").strip()
+    key = os.environ.get(API_KEY_ENV, "").strip()
     if not key:
         raise UsageError(
             "no API key: set the RUXA_API_KEY environment variable or pass --api-key-file "
             "(or try the local sandbox with --sandbox)"
         )
-    return _checked_key(key, "RUXA_API_KEY")
+    return _checked_key(key, API_KEY_ENV)
 
 
 def _checked_key(key: str, source: str) -> str:

@@ -11,6 +11,9 @@ from ruxa_batch.decide import DecisionFlags
 from ruxa_batch.jobs import DEFAULT_MAX_JOBS
 from ruxa_batch.sandbox.config import SandboxConfig
 
+# Where the API key comes from unless --api-key-file names a file.
+API_KEY_ENV = "RUXA_API_KEY"
+
 
 @dataclass(frozen=True)
 class ValidateSettings:

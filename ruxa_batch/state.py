@@ -111,7 +111,30 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN failure TEXT;
     """,
+    # 5: where each local picture was published, by uploader target and content, so that later
+    # runs reuse a URL until it would expire instead of uploading again
+    """
+    CREATE TABLE uploads (
+        target TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        url TEXT NOT NULL,
+        expires_at REAL,
+        size INTEGER NOT NULL,
+        sent_bytes INTEGER NOT NULL,
+        published_at TEXT NOT NULL,
+        PRIMARY KEY (target, sha256)
+    );
+    """,
 )
+
+
+@dataclass(frozen=True)
+class UploadRecord:
+    """Where one local picture was published for one uploader target."""
+
+    url: str
+    expires_at: float | None  # wall-clock seconds; None: it does not expire
+    size: int
 
 
 def _task_state(value: str | None) -> TaskState | None:
@@ -785,6 +808,38 @@ class StateStore:
                 "INSERT INTO meta (key, value) VALUES (?, ?) "
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (key, value),
+            )
+
+    @_guarded
+    def uploads(self, target: str) -> dict[str, UploadRecord]:
+        """Every file published to ``target``, by sha256."""
+        return {
+            str(row[0]): UploadRecord(str(row[1]), row[2], int(row[3]))
+            for row in self.conn.execute(
+                "SELECT sha256, url, expires_at, size FROM uploads WHERE target = ?", (target,)
+            )
+        }
+
+    @_guarded
+    def record_upload(
+        self,
+        target: str,
+        sha256: str,
+        *,
+        url: str,
+        expires_at: float | None,
+        size: int,
+        sent_bytes: int,
+    ) -> None:
+        """Record (or renew) where a file was published, before any create uses the URL."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO uploads (target, sha256, url, expires_at, size, sent_bytes, "
+                "published_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(target, sha256) DO UPDATE SET url = excluded.url, "
+                "expires_at = excluded.expires_at, size = excluded.size, "
+                "sent_bytes = excluded.sent_bytes, published_at = excluded.published_at",
+                (target, sha256, url, expires_at, size, sent_bytes, now_iso()),
             )
 
     @_guarded

@@ -7,10 +7,33 @@ before the first create that needs it, and records the URL in the state (keyed b
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import quote, urlsplit
 
-from ruxa_batch.local_files import LocalFile
+import httpx
+
+from ruxa_batch.addresses import is_loopback
+from ruxa_batch.client import url_problem
+from ruxa_batch.errors import UsageError, os_reason, scrub_secrets
+from ruxa_batch.local_files import (
+    DEFAULT_URL_LIFETIME,
+    ChangedOnDisk,
+    CommandSpec,
+    LocalFile,
+    S3Spec,
+    UploadSpec,
+)
+from ruxa_batch.settings import API_KEY_ENV
+from ruxa_batch.state import StateStore
 
 
 @dataclass(frozen=True)
@@ -48,3 +71,342 @@ class Uploader(Protocol):
     async def aclose(self) -> None:
         """Release connections and processes."""
         ...
+
+
+@dataclass(frozen=True)
+class Destination:
+    """An uploader and whether a URL it gave an earlier run may be reused without asking it."""
+
+    uploader: Uploader
+    reuse_recorded: bool = True  # False: it is asked again each run (a HEAD per file)
+
+
+class UploadEvents(Protocol):
+    """What the progress display hears of uploads."""
+
+    def uploads_planned(self, files: int, size: int) -> None:
+        """This run publishes ``files`` files of ``size`` bytes in all (0: all are known)."""
+
+    def upload_finished(self, file: LocalFile, *, sent: int, error: str | None) -> None:
+        """One file is published (``sent`` bytes went out), or failed with ``error``."""
+
+
+class Publisher:
+    """Publishes each distinct local file of a run once, concurrently, before the first create
+    that needs it, and records where in the state (keyed by the uploader's target and sha256).
+
+    A URL recorded by an earlier run is reused while it stays valid for ``margin`` seconds more
+    (the time a create and its task may take to start; see :func:`renewal_margin`); otherwise
+    it is renewed (re-signed or uploaded again) before the create leaves. A file that cannot be
+    published costs only the jobs that send it: they ask, get :class:`UploadFailed`, and stay
+    pending.
+    """
+
+    def __init__(
+        self,
+        destination: Destination,
+        store: StateStore,
+        *,
+        concurrency: int,
+        margin: float,
+        clock: Callable[[], float] = time.time,
+        events: UploadEvents | None = None,
+    ) -> None:
+        self.uploader = destination.uploader
+        self.reuse = destination.reuse_recorded
+        self.store = store
+        self.margin = margin
+        self.clock = clock
+        self.events = events
+        self.sent_bytes = 0
+        self.published = 0
+        self.failed = 0
+        self._slots = asyncio.Semaphore(concurrency)
+        self._recorded = store.uploads(self.uploader.target)
+        self._running: dict[str, asyncio.Task[str]] = {}  # sha256 -> URL, being published
+        self._done: dict[str, tuple[str, float | None]] = {}  # sha256 -> URL, expiry
+
+    def fresh(self, expires_at: float | None) -> bool:
+        """Whether a URL expiring at ``expires_at`` may still be handed to a create."""
+        return expires_at is None or expires_at - self.clock() >= self.margin
+
+    def needed(self, files: Iterable[LocalFile]) -> list[LocalFile]:
+        """Those of ``files`` this run must publish (no valid URL recorded), without repeats."""
+        out: dict[str, LocalFile] = {}
+        for file in files:
+            record = self._recorded.get(file.sha256) if self.reuse else None
+            if record is None or not self.fresh(record.expires_at):
+                out.setdefault(file.sha256, file)
+        return list(out.values())
+
+    def start(self, files: Iterable[LocalFile]) -> None:
+        """Begin publishing, in the order given, every file of ``files`` that needs it (call
+        inside the event loop); jobs then wait only for their own files."""
+        needed = self.needed(files)
+        if self.events is not None:
+            self.events.uploads_planned(len(needed), sum(file.size for file in needed))
+        for file in needed:
+            self._begin(file)
+
+    def _begin(self, file: LocalFile) -> asyncio.Task[str]:
+        task = self._running.get(file.sha256)
+        if task is None or (task.done() and not task.cancelled() and task.exception() is None):
+            task = asyncio.get_running_loop().create_task(self._publish(file))
+            self._running[file.sha256] = task
+        return task
+
+    async def _publish(self, file: LocalFile) -> str:
+        async with self._slots:
+            try:
+                published = await self.uploader.publish(file, now=self.clock())
+            except UploadFailed as exc:
+                self.failed += 1
+                if self.events is not None:
+                    self.events.upload_finished(file, sent=0, error=str(exc))
+                raise
+        self.store.record_upload(
+            self.uploader.target,
+            file.sha256,
+            url=published.url,
+            expires_at=published.expires_at,
+            size=file.size,
+            sent_bytes=published.sent_bytes,
+        )
+        self.sent_bytes += published.sent_bytes
+        self.published += 1
+        self._done[file.sha256] = (published.url, published.expires_at)
+        if self.events is not None:
+            self.events.upload_finished(file, sent=published.sent_bytes, error=None)
+        return published.url
+
+    async def url(self, file: LocalFile) -> str:
+        """A URL of ``file`` valid for ``margin`` seconds more; :class:`UploadFailed` if not."""
+        done = self._done.get(file.sha256)
+        if done is not None and self.fresh(done[1]):
+            return done[0]
+        record = self._recorded.get(file.sha256) if self.reuse else None
+        if done is None and record is not None and self.fresh(record.expires_at):
+            return record.url
+        task = self._running.get(file.sha256)
+        if task is None or (task.done() and task.exception() is None):
+            # Never started (a job the start did not foresee) or its URL went stale: renew.
+            task = self._begin(file)
+        # A failed publish is not repeated in this run: every job of the file hears why.
+        return await asyncio.shield(task)
+
+    async def urls_for(self, files: Sequence[LocalFile]) -> dict[str, str]:
+        """The URLs of ``files`` by sha256, once each is published."""
+        urls: dict[str, str] = {}
+        for file in files:
+            if file.sha256 not in urls:
+                urls[file.sha256] = await self.url(file)
+        return urls
+
+    async def aclose(self) -> None:
+        """Cancel publishes still running (a halted run) and close the uploader."""
+        for task in self._running.values():
+            task.cancel()
+        await asyncio.gather(*self._running.values(), return_exceptions=True)
+        await self.uploader.aclose()
+
+
+def renewal_margin(*, task_timeout: float, url_lifetime: float | None) -> float:
+    """How long a URL must stay valid to be handed to a create: the task may wait for a
+    rate-limit token and then in the API's queue (a task not started within ``task_timeout``
+    is given up anyway), but never more than half a URL's lifetime, so that a fresh URL is
+    always good enough."""
+    margin = task_timeout + CREATE_SLACK
+    if url_lifetime is not None:
+        margin = min(margin, url_lifetime / 2)
+    return margin
+
+
+# Seconds a create may wait for its rate-limit token and connection after its URLs are taken.
+CREATE_SLACK = 600.0
+
+
+# -- the uploaders that need nothing beyond the standard library and httpx -----------------------
+
+
+def _fill(argv: Sequence[str], file: LocalFile) -> list[str]:
+    values = {
+        "path": str(file.path),
+        "sha256": file.sha256,
+        "ext": file.ext,
+        "name": file.path.name,
+    }
+    return [_PLACEHOLDER.sub(lambda match: values[match.group(1)], arg) for arg in argv]
+
+
+_PLACEHOLDER = re.compile(r"\{(path|sha256|ext|name)\}")
+# Output of an upload command kept for messages; the rest is read and dropped.
+_OUTPUT_CAP = 64 * 1024
+
+
+class CommandUploader:
+    """Runs a command per file (no shell); the last line it prints is the file's URL."""
+
+    def __init__(self, spec: CommandSpec, *, url_lifetime: float | None) -> None:
+        self.spec = spec
+        self.url_lifetime = url_lifetime
+
+    @property
+    def target(self) -> str:
+        return "command " + json.dumps(list(self.spec.argv))
+
+    async def publish(self, file: LocalFile, *, now: float) -> Published:
+        argv = _fill(self.spec.argv, file)
+        # The tool gets the user's environment (its own credentials) but never the API key.
+        env = {name: value for name, value in os.environ.items() if name != API_KEY_ENV}
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=env,
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            raise UploadFailed(
+                f"{file.shown}: the upload command {argv[0]!r} was not found"
+            ) from None
+        except OSError as exc:
+            raise UploadFailed(
+                f"{file.shown}: the upload command {argv[0]!r} could not start: {os_reason(exc)}"
+            ) from None
+        try:
+            out, err = await asyncio.wait_for(process.communicate(), self.spec.timeout)
+        except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise UploadFailed(
+                f"{file.shown}: the upload command took more than {self.spec.timeout:g} s"
+            ) from None
+        if process.returncode != 0:
+            said = _last_line(err[-_OUTPUT_CAP:])
+            detail = f": {scrub_secrets(said)}" if said else ""
+            raise UploadFailed(
+                f"{file.shown}: the upload command exited with status {process.returncode}{detail}"
+            )
+        url = _last_line(out[-_OUTPUT_CAP:])
+        if not url:
+            raise UploadFailed(f"{file.shown}: the upload command printed no URL")
+        problem = url_problem(url)
+        if problem or any(ch.isspace() for ch in url):
+            raise UploadFailed(
+                f"{file.shown}: the upload command's last line is not an http(s) URL: "
+                f"{scrub_secrets(url[:80])!r}"
+            )
+        expires = now + self.url_lifetime if self.url_lifetime is not None else None
+        return Published(url, expires, file.size)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _last_line(data: bytes) -> str:
+    lines = [line.strip() for line in data.decode("utf-8", "replace").splitlines()]
+    lines = [line for line in lines if line]
+    return lines[-1][:300] if lines else ""
+
+
+class HttpUploader:
+    """The two uploaders that speak plain HTTP: files already published under a base URL
+    (checked with a HEAD), and the sandbox's own upload route (a PUT, content-addressed)."""
+
+    def __init__(self, base_url: str, *, api_key: str | None = None) -> None:
+        self.base_url = base_url
+        local = is_loopback(urlsplit(base_url).hostname)
+        self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.AsyncClient(
+            headers={"User-Agent": "ruxa-batch"},
+            timeout=httpx.Timeout(60.0, connect=15.0),
+            follow_redirects=not api_key,  # a PUT with the key never follows one
+            trust_env=not local,
+        )
+
+    @property
+    def target(self) -> str:
+        return ("sandbox at " if self._auth else "published at ") + self.base_url
+
+    async def publish(self, file: LocalFile, *, now: float) -> Published:
+        if self._auth:
+            return await self._put(file)
+        url = self.base_url + quote(file.shown)
+        answer = await self._request("HEAD", url, file)
+        if answer.status_code != 200:
+            raise UploadFailed(
+                f"{file.shown}: {url} answers HTTP {answer.status_code}; publish the folder "
+                "there first (upload.base_url)"
+            )
+        length = answer.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) != file.size:
+            raise UploadFailed(
+                f"{file.shown}: {url} holds {int(length):,} bytes, the local file "
+                f"{file.size:,}: the published copy is not this file"
+            )
+        return Published(url, None, 0)
+
+    async def _put(self, file: LocalFile) -> Published:
+        url = f"{self.base_url}uploads/{file.sha256}.{file.ext}"
+        head = await self._request("HEAD", url, file)
+        if head.status_code == 200:
+            return Published(url, None, 0)
+        try:
+            data = await asyncio.to_thread(file.read)
+        except (OSError, ChangedOnDisk) as exc:
+            raise UploadFailed(
+                str(exc) if isinstance(exc, ChangedOnDisk) else f"{file.shown}: {os_reason(exc)}"
+            ) from None
+        answer = await self._request("PUT", url, file, content=data)
+        if answer.status_code not in (200, 201):
+            raise UploadFailed(
+                f"{file.shown}: the sandbox refused the upload (HTTP {answer.status_code})"
+            )
+        return Published(url, None, len(data))
+
+    async def _request(
+        self, method: str, url: str, file: LocalFile, *, content: bytes | None = None
+    ) -> httpx.Response:
+        try:
+            return await self.client.request(
+                method,
+                url,
+                content=content,
+                headers={**self._auth, "Content-Type": file.media_type} if content else self._auth,
+            )
+        except httpx.HTTPError as exc:
+            raise UploadFailed(
+                f"{file.shown}: {method} {url} failed: {type(exc).__name__}"
+            ) from None
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def destination_for(
+    spec: UploadSpec | None, *, sandbox_url: str | None = None, sandbox_key: str | None = None
+) -> Destination:
+    """The destination of a run's local files: the manifest's ``upload:`` section, else the
+    sandbox of a ``--sandbox`` run (:class:`UsageError` when there is neither)."""
+    if spec is None:
+        if sandbox_url is None:
+            raise UsageError(
+                "the manifest sends local pictures but has no upload: section saying where they "
+                'go (s3, command or base_url; see the README\'s "Local images"); --sandbox '
+                "runs need none"
+            )
+        return Destination(HttpUploader(sandbox_url, api_key=sandbox_key or "sandbox"))
+    method = spec.method
+    if isinstance(method, S3Spec):
+        from ruxa_batch.upload_s3 import make_s3_uploader
+
+        lifetime = spec.url_lifetime if spec.url_lifetime is not None else DEFAULT_URL_LIFETIME
+        return Destination(make_s3_uploader(method, url_lifetime=lifetime))
+    if isinstance(method, CommandSpec):
+        return Destination(CommandUploader(method, url_lifetime=spec.url_lifetime))
+    return Destination(HttpUploader(method.base_url), reuse_recorded=False)
