@@ -44,11 +44,13 @@ from ruxa_batch.decide import IDLE, Action, Decision, Options, decide_all, pictu
 from ruxa_batch.errors import RuxaBatchError, os_reason
 from ruxa_batch.failures import DEFAULT_RULES, FailureRules, classify
 from ruxa_batch.jobs import Job, Manifest
+from ruxa_batch.local_files import LocalFile
 from ruxa_batch.pictures import Ledger, Picture
 from ruxa_batch.retry import GaveUp, Halted, Retrier, RetryPolicy
 from ruxa_batch.state import JobRecord, StateStore
 from ruxa_batch.statuses import AttemptOutcome, FailureClass, JobStatus, StopReason, TaskState
 from ruxa_batch.timing import Timer
+from ruxa_batch.uploads import Publisher, UploadFailed
 
 # How many times in a row one request may fail on the network or with a 5xx before the job is
 # left for a later run; a task the API no longer knows (404) gets fewer, but only after 404s
@@ -116,6 +118,8 @@ class RunOutcome:
     # Bugs met while driving a job: that job is left for a later run, the others go on, and
     # the first one is reported once the results are written.
     internal_errors: list[Exception] = field(default_factory=list)
+    files_published: int = 0  # local pictures published (uploaded, re-signed or checked)
+    upload_bytes_sent: int = 0
 
 
 class Events:
@@ -137,6 +141,12 @@ class Events:
 
     def warn(self, message: str) -> None:
         """Something the user should know about."""
+
+    def uploads_planned(self, files: int, size: int) -> None:
+        """This run publishes ``files`` local pictures of ``size`` bytes in all."""
+
+    def upload_finished(self, file: LocalFile, *, sent: int, error: str | None) -> None:
+        """One local picture is published (``sent`` bytes went out), or failed with ``error``."""
 
 
 @dataclass(frozen=True)
@@ -162,8 +172,10 @@ class Engine:
         *,
         events: Events | None = None,
         timer: Timer | None = None,
+        publisher: Publisher | None = None,
     ) -> None:
         self.manifest = manifest
+        self.publisher = publisher  # where local pictures get their URLs
         self.store = store
         self.client = client
         self.options = options
@@ -251,6 +263,11 @@ class Engine:
             self.settle(job, decision)
             if decision.action not in IDLE:
                 work.append((job, decision))
+        if self.publisher is not None:
+            # Uploads begin at once, on their own limit: a job then waits only for its files.
+            self.publisher.start(
+                file for job, decision in work if decision.creates_now for file in job.local_files
+            )
         tasks = [asyncio.ensure_future(self.guarded(job, decision)) for job, decision in work]
         try:
             await asyncio.gather(*tasks)
@@ -259,6 +276,10 @@ class Engine:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
+        finally:
+            if self.publisher is not None:
+                self.outcome.files_published = self.publisher.published
+                self.outcome.upload_bytes_sent = self.publisher.sent_bytes
         return self.outcome
 
     async def guarded(self, job: Job, decision: Decision) -> None:
@@ -273,11 +294,13 @@ class Engine:
             self.outcome.internal_errors.append(exc)
             self.events.job_finished(job, JobStatus.RUNNING, f"internal error ({exc!r})")
 
-    def body(self, job: Job) -> dict[str, object]:
-        """The create request body for ``job`` (the same bytes every time)."""
+    def body(self, job: Job, urls: dict[str, str] | None = None) -> dict[str, object]:
+        """The create request body for ``job``: with the URLs its local pictures are published
+        at, what is sent; without, what is stored (local pictures by sha256, the same bytes
+        every time)."""
         body: dict[str, object] = {
             "model": self.manifest.model,
-            "input": self.manifest.request_input(job),
+            "input": self.manifest.request_input(job, urls),
         }
         if self.manifest.callback_url:
             body["callback_url"] = self.manifest.callback_url
@@ -331,7 +354,10 @@ class Engine:
                         failure=FailureClass.TRANSIENT,
                     )
                     return
-                task_id = await self.submit(job)
+                urls = await self.published(job)
+                if urls is None:
+                    return
+                task_id = await self.submit(job, urls)
                 if task_id is None:
                     return
                 attempts += 1
@@ -387,10 +413,24 @@ class Engine:
 
     # -- creating a task (the paid step) -------------------------------------------------------
 
-    async def submit(self, job: Job) -> str | None:
+    async def published(self, job: Job) -> dict[str, str] | None:
+        """The URLs of ``job``'s local pictures, each valid long enough for its task to start;
+        None when one cannot be published (the job stays pending, nothing is paid)."""
+        files = job.local_files
+        if not files:
+            return {}
+        if self.publisher is None:  # the runner refuses such a run before it starts
+            raise RuntimeError("a job sends local pictures but the run has no publisher")
+        try:
+            return await self.publisher.urls_for(files)
+        except UploadFailed as exc:
+            self.leave(job, JobStatus.PENDING, f"upload failed: {exc}")
+            return None
+
+    async def submit(self, job: Job, urls: dict[str, str]) -> str | None:
         """Create a task for ``job``; None when the job leaves this run without one."""
         try:
-            return await self.retrier.call(self.create_policy, lambda: self.create_once(job))
+            return await self.retrier.call(self.create_policy, lambda: self.create_once(job, urls))
         except (Withdrawn, Halted):
             pass  # no more creates in this run: the job stays pending
         except GaveUp as exc:
@@ -424,7 +464,7 @@ class Engine:
         self.events.job_finished(job, JobStatus.PENDING, "not submitted")
         return None
 
-    async def create_once(self, job: Job) -> str:
+    async def create_once(self, job: Job, urls: dict[str, str]) -> str:
         """One create request, recorded: write-ahead before it leaves, its outcome after."""
         if self.cannot_create():
             self.note_cap()
@@ -453,7 +493,10 @@ class Engine:
         try:
             try:
                 task_id = await self.client.create(
-                    self.body(job), before_send=intend, abandon=self.cannot_create, granted=granted
+                    self.body(job, urls),
+                    before_send=intend,
+                    abandon=self.cannot_create,
+                    granted=granted,
                 )
             finally:
                 if holds[0]:  # left between its token and its connection (cancelled)

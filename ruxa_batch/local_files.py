@@ -10,6 +10,7 @@ is told from its bytes, and what the ``upload:`` section says. It reads files bu
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,13 @@ DEFAULT_URL_LIFETIME = 86_400.0
 MAX_URL_LIFETIME = 604_800.0
 DEFAULT_UPLOAD_CONCURRENCY = 8
 _CHUNK = 1 << 20
+# A scheme such as ``https:`` or ``s3:`` (a Windows drive letter is one character: not a scheme).
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
+
+
+def is_url(text: str) -> bool:
+    """Whether an ``images:`` entry is meant as a URL (it has a scheme) rather than a path."""
+    return _SCHEME.match(text) is not None
 
 
 def sniff(head: bytes) -> str | None:

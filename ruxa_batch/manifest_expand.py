@@ -14,9 +14,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ruxa_batch.jobs import Job, identity_key, request_input
-from ruxa_batch.local_files import LocalFile
+from ruxa_batch.local_files import LocalFile, is_url
 from ruxa_batch.manifest_entries import Entry
-from ruxa_batch.manifest_files import FILE_VARIABLES, FileReader, is_url
+from ruxa_batch.manifest_files import FILE_VARIABLES, FileReader
 from ruxa_batch.manifest_problems import ProblemLog
 from ruxa_batch.models import get_model
 from ruxa_batch.suggest import close_matches, did_you_mean, nearest_ratios, show

@@ -36,15 +36,8 @@ from ruxa_batch.yamlsource import PathKey
 
 # Variables a ``files:`` glob gives each of its expansions.
 FILE_VARIABLES = ("file", "stem", "name")
-# A scheme such as ``https:`` or ``s3:`` (a Windows drive letter is one character: not a scheme).
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
 _PLACEHOLDERS = ("path", "sha256", "ext", "name")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-
-
-def is_url(text: str) -> bool:
-    """Whether an ``images:`` entry is meant as a URL (it has a scheme) rather than a path."""
-    return _SCHEME.match(text) is not None
 
 
 class FileReader:

@@ -60,6 +60,17 @@ class Plan:
         order = [action.value for action in ACTIONS] + [ORPHANED]
         return {action: counts[action] for action in order if counts[action]}
 
+    def local_files(self) -> tuple[int, int]:
+        """How many distinct local pictures the jobs that create a task now send, and their
+        bytes: what ``run`` publishes at most (each once; a URL recorded earlier is reused)."""
+        files = {
+            file.sha256: file.size
+            for item in self.items
+            if item.decision.creates_now
+            for file in item.job.local_files
+        }
+        return len(files), sum(files.values())
+
     def estimate(self, *, price: float | None, cap: int | None = None) -> Estimate:
         """Tasks (and cost) of carrying the plan out in one run (capped by ``cap``)."""
         return Estimate.of((item.decision for item in self.items), price=price, cap=cap)
@@ -138,9 +149,20 @@ def render_text(plan: Plan, cost: Estimate) -> str:
         "",
         f"Totals: {_totals_text(plan)}",
         *cost.lines(),
+        *_local_lines(plan),
         f"Output folder: {display_path(plan.output_dir or manifest.output.dir)}",
     ]
     return "\n".join(lines)
+
+
+def _local_lines(plan: Plan) -> list[str]:
+    count, size = plan.local_files()
+    if not count:
+        return []
+    return [
+        f"Local pictures to publish: {count:,} distinct files, {size / 1_000_000:,.1f} MB "
+        "(each once; URLs an earlier run recorded are reused)"
+    ]
 
 
 def _job_record(item: PlannedJob) -> dict[str, Any]:
@@ -151,7 +173,7 @@ def _job_record(item: PlannedJob) -> dict[str, Any]:
         "action": item.action,
         "key": job.key,
         "prompt": job.prompt,
-        "images": list(job.images),
+        "images": list(job.image_names),
         "image_size": job.image_size,
         "output_format": job.output_format,
     }
@@ -171,6 +193,7 @@ def render_json(plan: Plan, cost: Estimate) -> str:
         "price_per_task": cost.price,
         "cost_expected": None if cost.price is None else cost.expected * cost.price,
         "cost_at_most": None if cost.price is None else cost.at_most * cost.price,
+        "local_files": dict(zip(("count", "bytes"), plan.local_files(), strict=True)),
         "jobs": [_job_record(item) for item in plan.items],
         "orphaned": [
             {
@@ -213,6 +236,7 @@ def render_markdown(plan: Plan, cost: Estimate) -> str:
         f"(at most {cost.at_most:,} with retries)",
         "",
         *cost_markdown(cost),
+        *(f"{line}\n" for line in _local_lines(plan)),
         "| action | jobs |",
         "| --- | ---: |",
     ]

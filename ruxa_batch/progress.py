@@ -9,6 +9,7 @@ from typing import Any, TextIO
 
 from ruxa_batch.engine import Events
 from ruxa_batch.jobs import Job
+from ruxa_batch.local_files import LocalFile
 from ruxa_batch.statuses import FailureClass, JobStatus
 
 LOG_INTERVAL = 10.0
@@ -40,6 +41,10 @@ class Progress(Events):
         self.failed = 0
         self.left = 0
         self._bar: Any = None
+        self._uploads_bar: Any = None
+        self.uploads_total = 0
+        self.uploads_done = 0
+        self.uploads_failed = 0
         self._ticker: asyncio.Task[None] | None = None
         if mode == "bar":
             from tqdm import tqdm
@@ -70,10 +75,15 @@ class Progress(Events):
         """``[12s] 150/2,000 finished: 140 succeeded, 10 failed; 300 running``."""
         elapsed = time.monotonic() - self.started
         finished = self.succeeded + self.failed
+        uploads = ""
+        if self.uploads_total:
+            uploads = f"; uploads {self.uploads_done:,}/{self.uploads_total:,}"
+            if self.uploads_failed:
+                uploads += f" ({self.uploads_failed:,} failed)"
         return (
             f"[{elapsed:.0f}s] {finished:,}/{self.total:,} finished: {self.succeeded:,} succeeded, "
             f"{self.failed:,} failed; {len(self.with_task):,} running, "
-            f"{self.submitted:,} tasks created"
+            f"{self.submitted:,} tasks created{uploads}"
         )
 
     def _refresh(self) -> None:
@@ -125,11 +135,36 @@ class Progress(Events):
         if not self.quiet:
             self.line(f"warning: {message}")
 
+    def uploads_planned(self, files: int, size: int) -> None:
+        self.uploads_total = files
+        if files and self.mode == "bar":
+            from tqdm import tqdm
+
+            self._uploads_bar = tqdm(
+                total=files, unit="file", desc="uploads", file=self.stream, position=1, leave=False
+            )
+        elif files and self.mode == "log":
+            self.line(f"uploading {files:,} local pictures ({size / 1_000_000:,.1f} MB)")
+
+    def upload_finished(self, file: LocalFile, *, sent: int, error: str | None) -> None:
+        self.uploads_done += 1
+        if error is not None:
+            self.uploads_failed += 1
+            if self.mode != "off":
+                self.line(f"upload failed: {error}")
+        elif self.verbose:
+            self.line(f"published {file.shown} ({sent:,} bytes sent)")
+        if self._uploads_bar is not None:
+            self._uploads_bar.update(1)
+
     def close(self) -> None:
         """Stop the ticker and the bar."""
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
+        if self._uploads_bar is not None:
+            self._uploads_bar.close()
+            self._uploads_bar = None
         if self._bar is not None:
             self._bar.close()
             self._bar = None

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ruxa_batch.jobs import Manifest, display_path
+from ruxa_batch.local_files import is_url
 from ruxa_batch.results import Table, write_atomic
 from ruxa_batch.statuses import JobStatus
 
@@ -166,7 +167,14 @@ def render_report(
     # Outputs are linked relative to the page: computed once, not per picture.
     prefix = os.path.relpath(output_dir, report_dir).replace(os.sep, "/")
     prefix = "" if prefix == "." else prefix + "/"
-    cards = [_card(row, output_dir, prefix, embed=embed) for row in table.rows]
+    # Local inputs are shown from the file itself (the report works offline and after upload
+    # URLs expire): their paths are relative to the manifest's folder.
+    inputs = os.path.relpath(table.manifest.base.resolve(), report_dir).replace(os.sep, "/")
+    inputs = "" if inputs == "." else inputs + "/"
+    cards = [
+        _card(row, output_dir, prefix, embed=embed, inputs=(table.manifest.base, inputs))
+        for row in table.rows
+    ]
     return "\n".join(
         [
             "<!doctype html>",
@@ -201,16 +209,38 @@ def render_report(
     )
 
 
-def _card(row: Mapping[str, Any], output_dir: Path, prefix: str, *, embed: bool) -> str:
+def _card(
+    row: Mapping[str, Any],
+    output_dir: Path,
+    prefix: str,
+    *,
+    embed: bool,
+    inputs: tuple[Path, str],
+) -> str:
     status = str(row["status"])
     search = f"{row['id']} {row['prompt']}".lower()
-    inputs = [
-        f'<figure><a href="{_e(url)}"><img src="{_e(url)}" alt="input {number}" '
-        f'loading="lazy"></a><figcaption>input {number}</figcaption></figure>'
-        if _is_web_url(url)
-        else f'<figure><div class="none">input {number}</div></figure>'
-        for number, url in enumerate(row["images"], start=1)
-    ]
+    pictures = []
+    for number, image in enumerate(row["images"], start=1):
+        if _is_web_url(image):
+            href = source = _e(image)
+            caption = f"input {number}"
+        elif is_url(image):
+            pictures.append(f'<figure><div class="none">input {number}</div></figure>')
+            continue
+        else:  # a local picture: its path relative to the manifest's folder, or absolute
+            local = Path(image)
+            folder, relative = inputs
+            href = _e(
+                local.resolve().as_uri()
+                if local.is_absolute()
+                else quote(relative + image, safe="/")
+            )
+            source = (_embedded(folder / image) if embed else None) or href
+            caption = _e(image)
+        pictures.append(
+            f'<figure><a href="{href}"><img src="{source}" alt="input {number}" '
+            f'loading="lazy"></a><figcaption>{caption}</figcaption></figure>'
+        )
     outputs = []
     for number, name in enumerate(row["files"], start=1):
         href = _e(quote(prefix + name, safe="/"))
@@ -237,7 +267,7 @@ def _card(row: Mapping[str, Any], output_dir: Path, prefix: str, *, embed: bool)
         + "".join(f"<span><b>{_e(key)}</b>{_e(value)}</span>" for key, value in params)
         + "</p>",
         '<div class="pictures">',
-        *inputs,
+        *pictures,
         '<span class="arrow" aria-hidden="true">→</span>',
         *outputs,
         "</div>",

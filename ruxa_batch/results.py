@@ -73,7 +73,7 @@ def build_table(manifest: Manifest, records: Mapping[str, JobRecord]) -> Table:
                 "status": record.status if record else JobStatus.PENDING,
                 "task_id": record.task_id if record else None,
                 "prompt": job.prompt,
-                "images": list(job.images),
+                "images": list(job.image_names),
                 "image_size": job.image_size,
                 "output_format": job.output_format,
                 "result_urls": list(record.result_urls) if record else [],

@@ -33,6 +33,7 @@ from ruxa_batch.errors import (
     exit_code_for_jobs,
 )
 from ruxa_batch.jobs import Manifest, display_path
+from ruxa_batch.local_files import DEFAULT_UPLOAD_CONCURRENCY
 from ruxa_batch.manifest import load_manifest
 from ruxa_batch.plan import make_plan
 from ruxa_batch.progress import Progress
@@ -44,6 +45,13 @@ from ruxa_batch.state import StateStore, output_dir_for, state_path_for
 from ruxa_batch.statuses import JobStatus, StopReason
 from ruxa_batch.timing import Timer
 from ruxa_batch.tuning import Tuning
+from ruxa_batch.uploads import (
+    Publisher,
+    destination_for,
+    renewal_margin,
+    require_destination,
+    url_lifetime,
+)
 
 DEFAULT_BASE_URL = "https://api.ruxa.ai"
 SANDBOX_ENDPOINT = "sandbox"
@@ -166,6 +174,8 @@ def run_batch(flags: RunFlags) -> int:
     tuning = Tuning.resolve(manifest.run, flags.tuning)
     output_dir = output_dir_for(manifest.output.dir, sandbox=flags.sandbox)
     state_path = state_path_for(output_dir, flags.state)
+    if manifest.local_files():
+        require_destination(manifest.upload, sandbox=flags.sandbox)
     with endpoint_for(flags, output_dir=output_dir) as endpoint:
         store = StateStore.open_for_run(state_path)
         try:
@@ -240,6 +250,8 @@ def _run_with_store(
         "seconds": round(elapsed, 1),
         "stopped_by": outcome.stopped_by,
         "max_tasks": tuning.max_tasks,
+        "files_published_this_run": outcome.files_published,
+        "upload_bytes_sent_this_run": outcome.upload_bytes_sent,
     }
     paths = list(write_results(table, output_dir, summary))
     if flags.report:
@@ -282,8 +294,30 @@ async def _drive(
         concurrency=tuning.concurrency,
         limiter=RateLimiter(tuning.rate_limit, timer=timer),
     )
-    async with client:
-        engine = Engine(manifest, store, client, options, events=progress, timer=timer)
+    publisher = None
+    if manifest.local_files():
+        sandbox = endpoint.identity == SANDBOX_ENDPOINT
+        destination = destination_for(
+            manifest.upload,
+            sandbox_url=endpoint.base_url.rstrip("/") + "/" if sandbox else None,
+            sandbox_key=endpoint.api_key if sandbox else None,
+        )
+        spec = manifest.upload
+        publisher = Publisher(
+            destination,
+            store,
+            concurrency=spec.concurrency if spec else DEFAULT_UPLOAD_CONCURRENCY,
+            margin=renewal_margin(
+                task_timeout=tuning.task_timeout, url_lifetime=url_lifetime(spec)
+            ),
+            events=progress,
+        )
+    async with client, contextlib.AsyncExitStack() as stack:
+        if publisher is not None:
+            stack.push_async_callback(publisher.aclose)
+        engine = Engine(
+            manifest, store, client, options, events=progress, timer=timer, publisher=publisher
+        )
         loop = asyncio.get_running_loop()
         presses = 0
 
@@ -374,6 +408,13 @@ def _summary_lines(summary: Mapping[str, Any], paths: Sequence[Path], out: Path)
         f"pictures: {display_path(out)}",
         *(f"{path.stem}: {display_path(path)}" for path in paths),
     ]
+    if summary["files_published_this_run"]:
+        sent = summary["upload_bytes_sent_this_run"] / 1_000_000
+        lines.insert(
+            2,
+            f"local pictures published this run: {summary['files_published_this_run']:,} "
+            f"({sent:,.1f} MB sent)",
+        )
     return lines
 
 

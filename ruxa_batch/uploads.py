@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import re
@@ -388,24 +389,44 @@ class HttpUploader:
         await self.client.aclose()
 
 
+def url_lifetime(spec: UploadSpec | None) -> float | None:
+    """How long the URLs of ``spec``'s uploader stay valid (None: they do not expire)."""
+    if spec is not None and isinstance(spec.method, S3Spec):
+        return spec.url_lifetime if spec.url_lifetime is not None else DEFAULT_URL_LIFETIME
+    return spec.url_lifetime if spec is not None else None
+
+
+def require_destination(spec: UploadSpec | None, *, sandbox: bool) -> None:
+    """Refuse, before anything is sent, a run whose local pictures have nowhere to go."""
+    if spec is None and not sandbox:
+        raise UsageError(
+            "the manifest sends local pictures but has no upload: section saying where they "
+            'go (s3, command or base_url; see the README\'s "Local images"); --sandbox '
+            "runs need none"
+        )
+    s3 = spec is not None and isinstance(spec.method, S3Spec)
+    if s3 and importlib.util.find_spec("obstore") is None:
+        raise UsageError(S3_EXTRA_MISSING)
+
+
+S3_EXTRA_MISSING = "S3 uploads need the s3 extra: pip install 'ruxa-batch[s3]'"
+
+
 def destination_for(
     spec: UploadSpec | None, *, sandbox_url: str | None = None, sandbox_key: str | None = None
 ) -> Destination:
     """The destination of a run's local files: the manifest's ``upload:`` section, else the
     sandbox of a ``--sandbox`` run (:class:`UsageError` when there is neither)."""
+    require_destination(spec, sandbox=sandbox_url is not None)
     if spec is None:
-        if sandbox_url is None:
-            raise UsageError(
-                "the manifest sends local pictures but has no upload: section saying where they "
-                'go (s3, command or base_url; see the README\'s "Local images"); --sandbox '
-                "runs need none"
-            )
+        assert sandbox_url is not None
         return Destination(HttpUploader(sandbox_url, api_key=sandbox_key or "sandbox"))
     method = spec.method
     if isinstance(method, S3Spec):
         from ruxa_batch.upload_s3 import make_s3_uploader
 
-        lifetime = spec.url_lifetime if spec.url_lifetime is not None else DEFAULT_URL_LIFETIME
+        lifetime = url_lifetime(spec)
+        assert lifetime is not None
         return Destination(make_s3_uploader(method, url_lifetime=lifetime))
     if isinstance(method, CommandSpec):
         return Destination(CommandUploader(method, url_lifetime=spec.url_lifetime))
