@@ -74,6 +74,17 @@ class ChangedOnDisk(Exception):
     """A local file's bytes are no longer those its job was planned with."""
 
 
+def size_text(size: float) -> str:
+    """``512 bytes``, ``48 KB``, ``3.4 MB``, ``1.2 GB`` (decimal units, as disks are sold)."""
+    if size < 1000:
+        return f"{int(size):,} bytes"
+    for unit in ("KB", "MB", "GB"):
+        size /= 1000
+        if size < 1000 or unit == "GB":
+            return f"{size:,.0f} {unit}" if size >= 10 else f"{size:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
 def hash_file(path: Path) -> tuple[str, int]:
     """The sha256 (hex) and size of a file, read in chunks."""
     digest = hashlib.sha256()

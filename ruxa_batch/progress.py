@@ -9,7 +9,7 @@ from typing import Any, TextIO
 
 from ruxa_batch.engine import Events
 from ruxa_batch.jobs import Job
-from ruxa_batch.local_files import LocalFile
+from ruxa_batch.local_files import LocalFile, size_text
 from ruxa_batch.statuses import FailureClass, JobStatus
 
 LOG_INTERVAL = 10.0
@@ -144,13 +144,13 @@ class Progress(Events):
                 total=files, unit="file", desc="uploads", file=self.stream, position=1, leave=False
             )
         elif files and self.mode == "log":
-            self.line(f"uploading {files:,} local pictures ({size / 1_000_000:,.1f} MB)")
+            self.line(f"uploading {files:,} local pictures ({size_text(size)})")
 
     def upload_finished(self, file: LocalFile, *, sent: int, error: str | None) -> None:
         self.uploads_done += 1
         if error is not None:
             self.uploads_failed += 1
-            if self.mode != "off":
+            if not self.quiet:  # the reason is the user's to act on (a credential, a path)
                 self.line(f"upload failed: {error}")
         elif self.verbose:
             self.line(f"published {file.shown} ({sent:,} bytes sent)")

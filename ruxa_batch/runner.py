@@ -33,7 +33,7 @@ from ruxa_batch.errors import (
     exit_code_for_jobs,
 )
 from ruxa_batch.jobs import Manifest, display_path
-from ruxa_batch.local_files import DEFAULT_UPLOAD_CONCURRENCY
+from ruxa_batch.local_files import DEFAULT_UPLOAD_CONCURRENCY, size_text
 from ruxa_batch.manifest import load_manifest
 from ruxa_batch.plan import make_plan
 from ruxa_batch.progress import Progress
@@ -409,11 +409,11 @@ def _summary_lines(summary: Mapping[str, Any], paths: Sequence[Path], out: Path)
         *(f"{path.stem}: {display_path(path)}" for path in paths),
     ]
     if summary["files_published_this_run"]:
-        sent = summary["upload_bytes_sent_this_run"] / 1_000_000
+        sent = size_text(summary["upload_bytes_sent_this_run"])
         lines.insert(
             2,
             f"local pictures published this run: {summary['files_published_this_run']:,} "
-            f"({sent:,.1f} MB sent)",
+            f"({sent} sent)",
         )
     return lines
 

@@ -256,6 +256,7 @@ class CommandUploader:
         return "command " + json.dumps(list(self.spec.argv))
 
     async def publish(self, file: LocalFile, *, now: float) -> Published:
+        await _unchanged(file)  # the command reads the file itself: it must be the planned one
         argv = _fill(self.spec.argv, file)
         # The tool gets the user's environment (its own credentials) but never the API key.
         env = {name: value for name, value in os.environ.items() if name != API_KEY_ENV}
@@ -307,6 +308,16 @@ class CommandUploader:
 
     async def aclose(self) -> None:
         return None
+
+
+async def _unchanged(file: LocalFile) -> bytes:
+    """The file's bytes, if they are still the ones its jobs were planned with."""
+    try:
+        return await asyncio.to_thread(file.read)
+    except ChangedOnDisk as exc:
+        raise UploadFailed(str(exc)) from None
+    except OSError as exc:
+        raise UploadFailed(f"{file.shown}: {os_reason(exc)}") from None
 
 
 def _last_line(data: bytes) -> str:
