@@ -17,9 +17,12 @@ def test_format_example_in_readme_is_valid(run, hermetic: Path) -> None:
     block = next(b for b in yaml_blocks() if b.lstrip().startswith("# yaml-language-server"))
     (hermetic / "readme.yaml").write_text(block)
     (hermetic / "products.csv").write_text("sku\nmug\ncap\n")
+    (hermetic / "photos").mkdir()
+    for name in ("a", "b"):  # JPEG by their bytes: what the example's glob matches
+        (hermetic / "photos" / f"{name}.jpg").write_bytes(b"\xff\xd8\xff\xe0" + name.encode())
     result = run(["ruxa-batch", "validate", "readme.yaml"])
     assert (result.code, result.err) == (0, "")
-    assert result.out == "readme.yaml: ok, 6 jobs\n"
+    assert result.out == "readme.yaml: ok, 8 jobs\n"
 
 
 def test_validation_sample_in_readme_matches_the_real_output(run, hermetic: Path) -> None:
