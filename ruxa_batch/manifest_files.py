@@ -148,6 +148,8 @@ class FileReader:
                 "outside the allowed folders: a local image must be in the manifest's folder "
                 "or below it, or under a root listed in local_images.roots"
             )
+        if real.is_dir():
+            return "not a regular file: a folder (to send each picture in it, use files:)"
         if not real.is_file():
             return "not a regular file"
         try:
