@@ -169,6 +169,22 @@ def test_files_times_rows_times_matrix(run, hermetic: Path) -> None:
     assert len(set(ids)) == 12
 
 
+def test_two_files_sharing_a_stem_point_the_id_at_file(run, hermetic: Path) -> None:
+    picture(hermetic / "front" / "mug.png", png("front"))
+    picture(hermetic / "back" / "mug.png", png("back"))
+    write(hermetic, globbed("'*/mug.png'"))
+    result = run(["ruxa-batch", "validate", "m.yaml"])
+    assert (result.code, result.err) == (
+        2,
+        "m.yaml:3:9: $.jobs[0].id: duplicate id 'mug' (first from jobs[0] (file=back/mug.png), "
+        "line 3); put {file} in the id template: files in different folders can share their "
+        "{stem} and {name}\n",
+    )
+    write(hermetic, globbed("'*/mug.png'").replace("id: '{stem}'", "id: '{file}'"))
+    ids = [job.id for job in load_manifest(hermetic / "m.yaml").jobs]
+    assert ids == ["back-mug-png", "front-mug-png"]
+
+
 def test_a_globbed_file_whose_name_looks_like_a_scheme_stays_a_path(hermetic: Path) -> None:
     picture(hermetic / "shot:1.png")
     write(hermetic, globbed("'shot*.png'"))
