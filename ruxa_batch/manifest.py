@@ -107,7 +107,7 @@ def _build_document(path: Path, log: ProblemLog, *, max_jobs: int) -> Manifest |
     )
     rows = RowReader(path.parent, log)
     local = read_local_rules(data.get("local_images") or {}, path.parent)
-    files = FileReader(path.parent, local, log)
+    files = FileReader(path.parent, local, log, max_matches=max_jobs)
     upload = read_upload(data["upload"], log) if usable("upload") else None
     defaults = data.get("defaults") or {}
     entries = []

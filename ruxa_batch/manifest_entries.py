@@ -89,7 +89,9 @@ def read_entry(
                     ok = False
     if "files" in raw:
         patterns = raw["files"] if isinstance(raw["files"], list) else [raw["files"]]
-        found: list[tuple[str, str, str]] = []
+        # A dict keeps the first pattern's order and drops files two patterns match, in linear
+        # time (a list's "not in" was quadratic in the number of files).
+        found: dict[tuple[str, str, str], None] = {}
         for number, pattern in enumerate(patterns):
             at: PathKey = (*here, "files")
             if isinstance(raw["files"], list):
@@ -98,8 +100,8 @@ def read_entry(
             if matched is None:
                 ok = False
             else:
-                found.extend(match for match in matched if match not in found)
-        entry.files = found
+                found.update(dict.fromkeys(matched))
+        entry.files = list(found)
         taken = set(variables) | set(entry.matrix) | set(entry.rows.names if entry.rows else ())
         for name in FILE_VARIABLES:
             if name in taken:

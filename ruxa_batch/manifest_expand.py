@@ -76,7 +76,11 @@ class Expander:
                 id_path = entry.where["id"]
                 if first.id in seen_ids:
                     reason = (
-                        "add a matrix or rows variable to the id template"
+                        # Files in two folders can share a stem and a name, never a path.
+                        "put {file} in the id template: files in different folders can share "
+                        "their {stem} and {name}"
+                        if entry.files is not None
+                        else "add a matrix or rows variable to the id template"
                         if not templates["id"].is_literal or entry.matrix or entry.rows
                         else "ids must be unique"
                     )

@@ -10,6 +10,7 @@ and hashed once per manifest, whatever the number of jobs sending it.
 from __future__ import annotations
 
 import glob as globbing
+import itertools
 import os
 import re
 from collections.abc import Mapping
@@ -28,6 +29,7 @@ from ruxa_batch.local_files import (
     S3Spec,
     UploadSpec,
     hash_file,
+    is_url,
     sniff,
 )
 from ruxa_batch.manifest_problems import ProblemLog
@@ -43,10 +45,13 @@ _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 class FileReader:
     """Resolves, checks and hashes the local pictures of one manifest."""
 
-    def __init__(self, base: Path, rules: LocalRules, log: ProblemLog) -> None:
+    def __init__(
+        self, base: Path, rules: LocalRules, log: ProblemLog, *, max_matches: int = 100_000
+    ) -> None:
         self.base = base.resolve()
         self.rules = rules
         self.log = log
+        self.max_matches = max_matches  # paths one glob may match (the manifest's --max-jobs)
         self._files: dict[Path, LocalFile | str] = {}  # resolved path -> file, or its problem
 
     def allowed(self, path: Path) -> bool:
@@ -67,7 +72,17 @@ class FileReader:
         full = expanded if os.path.isabs(expanded) else os.path.join(self.base, expanded)
         matches: list[tuple[str, str, str]] = []
         outside: list[str] = []
-        for hit in globbing.glob(full, recursive=True):
+        # ** follows linked folders: two links back to their own folder make 2**40 paths, so
+        # the walk is lazy and stops past the cap rather than hanging.
+        hits = list(itertools.islice(globbing.iglob(full, recursive=True), self.max_matches + 1))
+        if len(hits) > self.max_matches:
+            self.log.add(
+                where,
+                f"{show(pattern)} matches more than {self.max_matches:,} paths (a symbolic link "
+                "back to its own folder makes ** endless); raise --max-jobs if that is intended",
+            )
+            return None
+        for hit in hits:
             path = Path(hit)
             try:
                 real = path.resolve(strict=True)
@@ -78,8 +93,7 @@ class FileReader:
             if not self.allowed(real):
                 outside.append(hit)
                 continue
-            shown = self.shown(Path(os.path.normpath(hit)))
-            matches.append((shown, path.stem, path.name))
+            matches.append((self._glob_shown(hit, real), path.stem, path.name))
         if outside and not matches:
             self.log.add(
                 where,
@@ -92,6 +106,15 @@ class FileReader:
             return None
         return sorted(set(matches))
 
+    def _glob_shown(self, hit: str, real: Path) -> str:
+        """The ``file`` variable of a glob's ``hit``: a path that names that same file again."""
+        normal = os.path.normpath(hit)
+        # normpath drops "dir/.." without asking the disk: through a linked folder that names
+        # another file (or none), so the hit is then kept as matched.
+        shown = self.shown(Path(normal if Path(normal).resolve() == real else hit))
+        # "shot:1.png" would read as a URL with the scheme "shot": "./" keeps it a path.
+        return f"./{shown}" if is_url(shown) else shown
+
     def local(self, text: str, where: PathKey, suffix: str) -> LocalFile | None:
         """The picture at path ``text``; None after reporting why it cannot be sent."""
         expanded = os.path.expanduser(text)
@@ -103,6 +126,11 @@ class FileReader:
             return None
         except (OSError, RuntimeError) as exc:
             self.log.add_repeated(where, "unreadable", f"{show(text)}: {_reason(exc)}{suffix}")
+            return None
+        except ValueError:  # a NUL character ("\0" in a double-quoted YAML string)
+            self.log.add_repeated(
+                where, "invalid path", f"{show(text)}: not a valid path (a NUL character){suffix}"
+            )
             return None
         if real not in self._files:
             self._files[real] = self._check(real, text)
@@ -120,14 +148,18 @@ class FileReader:
                 "outside the allowed folders: a local image must be in the manifest's folder "
                 "or below it, or under a root listed in local_images.roots"
             )
+        if real.is_dir():
+            return "not a regular file: a folder (to send each picture in it, use files:)"
         if not real.is_file():
             return "not a regular file"
         try:
             size = real.stat().st_size
             if size > self.rules.max_bytes:
+                # In bytes: "10.0 MB, over the 10 MB cap" would not say why.
+                cap = self.rules.max_bytes
                 return (
-                    f"too large: {size / 1_000_000:.1f} MB, over the "
-                    f"{self.rules.max_bytes / 1_000_000:g} MB cap (local_images.max_file_mb)"
+                    f"too large: {size:,} bytes, over the cap of {cap:,} bytes "
+                    f"(local_images.max_file_mb: {cap / 1_000_000:g})"
                 )
             with real.open("rb") as handle:
                 media_type = sniff(handle.read(12))

@@ -12,7 +12,13 @@ from typing import Any
 from ruxa_batch.errors import Problem
 from ruxa_batch.jobs import display_path
 from ruxa_batch.manifest_problems import REPEAT_LIMIT, ProblemLog
-from ruxa_batch.schema import KEY_VALUE_MESSAGE, SECRET_HOME, is_secret_name, looks_like_key
+from ruxa_batch.schema import (
+    KEY_VALUE_MESSAGE,
+    SECRET_HOME,
+    is_secret_name,
+    looks_like_key,
+    secret_home,
+)
 from ruxa_batch.suggest import show
 from ruxa_batch.yamlsource import PathKey, YamlProblem, json_path, read_text
 
@@ -171,9 +177,10 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
-def _names_secret(cell: str) -> bool:
-    """A header cell such as ``api_key``, or a ``.env`` line such as ``RUXA_API_KEY=...``."""
-    return any(is_secret_name(part) for part in re.split(r"[=:\s]+", cell) if part)
+def _names_secret(cell: str) -> str | None:
+    """The secret name in a header cell such as ``api_key``, or a ``.env`` line such as
+    ``RUXA_API_KEY=...``; None when it names none."""
+    return next((p for p in re.split(r"[=:\s]+", cell) if p and is_secret_name(p)), None)
 
 
 def _secret_problems(text: str, shown: str, jpath: str) -> list[Problem]:
@@ -191,8 +198,8 @@ def _secret_problems(text: str, shown: str, jpath: str) -> list[Problem]:
                         if header
                         else KEY_VALUE_MESSAGE
                     )
-                elif header and _names_secret(cell):
-                    message = f"column {column} of the header names a secret; {SECRET_HOME}"
+                elif header and (name := _names_secret(cell)):
+                    message = f"column {column} of the header names a secret; {secret_home(name)}"
                 else:
                     continue
                 found.append(Problem(shown, reader.line_num, column, jpath, message))

@@ -35,11 +35,27 @@ _SECRET_NAMES = {
     "password",
     "ruxaapikey",
 }
+# AWS (and S3-compatible stores') credential names: the upload: s3 section must never hold them.
+_AWS_SECRET_NAMES = {
+    "accesskey",
+    "accesskeyid",
+    "awsaccesskey",
+    "awsaccesskeyid",
+    "secretaccesskey",
+    "awssecretaccesskey",
+    "awssecretkey",
+    "sessiontoken",
+    "awssessiontoken",
+}
 # What a Ruxa key looks like; the value itself is never echoed.
 _KEY_VALUE = re.compile(r"\bsk-[A-Za-z0-9_-]{16,}")
 SECRET_HOME = (
     "the API key belongs in the RUXA_API_KEY environment variable, never in a file that goes "
     "into git"
+)
+AWS_SECRET_HOME = (
+    "AWS credentials belong in the AWS environment variables (AWS_ACCESS_KEY_ID, "
+    "AWS_SECRET_ACCESS_KEY) or ~/.aws/credentials, never in a file that goes into git"
 )
 KEY_VALUE_MESSAGE = (
     "this value looks like a Ruxa API key; keys belong in the RUXA_API_KEY environment "
@@ -93,9 +109,21 @@ def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
     return out
 
 
+def _letters(key: str) -> str:
+    return re.sub(r"[^a-z]", "", key.lower())
+
+
 def is_secret_name(key: str) -> bool:
-    """True for key names like ``api_key``, ``token`` or ``Authorization``."""
-    return re.sub(r"[^a-z]", "", key.lower()) in _SECRET_NAMES
+    """True for key names like ``api_key``, ``token``, ``Authorization`` or
+    ``aws_secret_access_key``."""
+    return _letters(key) in _SECRET_NAMES or _letters(key) in _AWS_SECRET_NAMES
+
+
+def secret_home(key: str, path: PathKey = ()) -> str:
+    """Where the secret a key named ``key`` (at ``path``) holds belongs instead of a manifest."""
+    if _letters(key) in _AWS_SECRET_NAMES or path[:2] == ("upload", "s3"):
+        return AWS_SECRET_HOME
+    return SECRET_HOME
 
 
 def looks_like_key(text: str) -> bool:
@@ -118,7 +146,7 @@ def secret_problems(doc: Document) -> tuple[list[Problem], set[PathKey]]:
                     problems.append(
                         doc.problem(
                             here,
-                            f"{key!r} looks like a secret; {SECRET_HOME}",
+                            f"{key!r} looks like a secret; {secret_home(key, path)}",
                             key=True,
                         )
                     )

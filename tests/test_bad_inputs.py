@@ -163,6 +163,75 @@ EXPECTED: dict[str, list[str]] = {
         "(allowed: 1:1, 9:16, 16:9, 3:4, 4:3, 3:2, 2:3, 5:4, 4:5, 21:9, auto)",
         "several_problems.yaml:11:15: $.jobs[1].variants: must be at most 16, got 40",
     ],
+    # Local pictures (tests/data/pictures) and the upload: section.
+    "local_absolute_outside.yaml": [
+        "local_absolute_outside.yaml:5:14: $.jobs[0].images[0]: '/etc/passwd': outside the "
+        "allowed folders: a local image must be in the manifest's folder or below it, or "
+        "under a root listed in local_images.roots",
+    ],
+    "local_directory.yaml": [
+        "local_directory.yaml:5:14: $.jobs[0].images[0]: 'pictures': not a regular file: a "
+        "folder (to send each picture in it, use files:)",
+    ],
+    "local_dotdot_escape.yaml": [
+        "local_dotdot_escape.yaml:5:14: $.jobs[0].images[0]: "
+        "'../../../../../../../../../../etc/passwd': outside the allowed folders: a local "
+        "image must be in the manifest's folder or below it, or under a root listed in "
+        "local_images.roots",
+    ],
+    "local_empty_glob.yaml": [
+        "local_empty_glob.yaml:6:12: $.jobs[0].files: 'pictures/*.gif' matches no file",
+    ],
+    "local_files_variable_clash.yaml": [
+        "local_files_variable_clash.yaml:8:12: $.jobs[0].files: files gives the variable "
+        "'stem', which vars, matrix or rows also defines; rename that one",
+    ],
+    "local_glob_only_outside.yaml": [
+        "local_glob_only_outside.yaml:6:12: $.jobs[0].files: '/etc/passw*' matches only "
+        "files outside the manifest's folder and its allowed roots (local_images.roots)",
+    ],
+    "local_missing_file.yaml": [
+        "local_missing_file.yaml:5:14: $.jobs[0].images[0]: 'pictures/no-such-mug.png': no "
+        "such file",
+    ],
+    "local_not_a_picture.yaml": [
+        "local_not_a_picture.yaml:5:14: $.jobs[0].images[0]: 'pictures/not_a_picture.png': "
+        "not a picture: its bytes are not PNG, JPEG or WebP, whatever its name",
+    ],
+    "local_nul_in_path.yaml": [
+        "local_nul_in_path.yaml:5:14: $.jobs[0].images[0]: 'pictures/mug\\x00.png': not a "
+        "valid path (a NUL character)",
+    ],
+    "local_too_large.yaml": [
+        "local_too_large.yaml:7:14: $.jobs[0].images[0]: 'pictures/mug.png': too large: 129 "
+        "bytes, over the cap of 100 bytes (local_images.max_file_mb: 0.0001)",
+    ],
+    "upload_base_url_query.yaml": [
+        "upload_base_url_query.yaml:3:13: $.upload.base_url: base_url must not have a query "
+        "or a fragment",
+    ],
+    "upload_command_without_path.yaml": [
+        "upload_command_without_path.yaml:3:12: $.upload.command: the command must take the "
+        "file as {path}",
+    ],
+    "upload_no_method.yaml": [
+        "upload_no_method.yaml:3:3: $.upload: say exactly one of s3, command or base_url "
+        "(found: none)",
+    ],
+    "upload_s3_secret_key.yaml": [
+        "upload_s3_secret_key.yaml:5:5: $.upload.s3.aws_secret_access_key: "
+        "'aws_secret_access_key' looks like a secret; AWS credentials belong in the AWS "
+        "environment variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or "
+        "~/.aws/credentials, never in a file that goes into git",
+    ],
+    "upload_two_methods.yaml": [
+        "upload_two_methods.yaml:3:3: $.upload: say exactly one of s3, command or base_url "
+        "(found: s3, base_url)",
+    ],
+    "upload_unknown_placeholder.yaml": [
+        "upload_unknown_placeholder.yaml:3:37: $.upload.command[2]: unknown placeholder "
+        "{size} (known: {path}, {sha256}, {ext}, {name})",
+    ],
 }
 
 
