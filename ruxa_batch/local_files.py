@@ -110,6 +110,10 @@ class S3Spec:
     region: str | None = None
 
 
+# What an upload command's arguments may name.
+COMMAND_PLACEHOLDERS = ("path", "sha256", "ext", "name")
+
+
 @dataclass(frozen=True)
 class CommandSpec:
     """Files are uploaded by a command (an argument list, no shell) that prints the file's URL.

@@ -12,13 +12,13 @@ from __future__ import annotations
 import glob as globbing
 import itertools
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from ruxa_batch.local_files import (
+    COMMAND_PLACEHOLDERS,
     DEFAULT_MAX_FILE_MB,
     DEFAULT_UPLOAD_CONCURRENCY,
     DEFAULT_URL_LIFETIME,
@@ -34,12 +34,11 @@ from ruxa_batch.local_files import (
 )
 from ruxa_batch.manifest_problems import ProblemLog
 from ruxa_batch.suggest import show
+from ruxa_batch.template import TemplateError, parse_template
 from ruxa_batch.yamlsource import PathKey
 
 # Variables a ``files:`` glob gives each of its expansions.
 FILE_VARIABLES = ("file", "stem", "name")
-_PLACEHOLDERS = ("path", "sha256", "ext", "name")
-_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
 class FileReader:
@@ -210,16 +209,24 @@ def read_upload(raw: Mapping[str, Any], log: ProblemLog) -> UploadSpec | None:
     elif "command" in raw:
         argv = tuple(str(arg) for arg in raw["command"])
         ok = True
+        used: set[str] = set()
         for number, arg in enumerate(argv):
-            for name in _PLACEHOLDER.findall(arg):
-                if name not in _PLACEHOLDERS:
-                    log.add(
-                        (*here, "command", number),
-                        f"unknown placeholder {{{name}}} (known: "
-                        f"{', '.join('{' + p + '}' for p in _PLACEHOLDERS)})",
-                    )
-                    ok = False
-        if not any("{path}" in arg for arg in argv):
+            # The arguments are templates like a job's fields: {{ and }} are literal braces.
+            try:
+                names = parse_template(arg).names
+            except TemplateError as exc:
+                log.add((*here, "command", number), str(exc))
+                ok = False
+                continue
+            used |= names
+            for name in sorted(names - set(COMMAND_PLACEHOLDERS)):
+                log.add(
+                    (*here, "command", number),
+                    f"unknown placeholder {{{name}}} (known: "
+                    f"{', '.join('{' + p + '}' for p in COMMAND_PLACEHOLDERS)})",
+                )
+                ok = False
+        if ok and "path" not in used:
             log.add((*here, "command"), "the command must take the file as {path}")
             ok = False
         if not ok:

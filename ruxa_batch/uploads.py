@@ -12,7 +12,6 @@ import contextlib
 import importlib.util
 import json
 import os
-import re
 import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -35,6 +34,7 @@ from ruxa_batch.local_files import (
 )
 from ruxa_batch.settings import API_KEY_ENV
 from ruxa_batch.state import StateStore
+from ruxa_batch.template import parse_template
 
 
 @dataclass(frozen=True)
@@ -236,10 +236,9 @@ def _fill(argv: Sequence[str], file: LocalFile) -> list[str]:
         "ext": file.ext,
         "name": file.path.name,
     }
-    return [_PLACEHOLDER.sub(lambda match: values[match.group(1)], arg) for arg in argv]
+    return [parse_template(arg).render(values) for arg in argv]
 
 
-_PLACEHOLDER = re.compile(r"\{(path|sha256|ext|name)\}")
 # Output of an upload command kept for messages; the rest is read and dropped.
 _OUTPUT_CAP = 64 * 1024
 

@@ -23,6 +23,7 @@ from ruxa_batch.local_files import (
     LocalRules,
     S3Spec,
     is_url,
+    size_text,
     sniff,
 )
 from ruxa_batch.manifest import load_manifest
@@ -555,7 +556,7 @@ def test_plan_needs_no_network_no_key_and_no_upload_section(
     text = run(["ruxa-batch", "plan", "m.yaml"])
     assert text.code == 0, text.err
     assert (
-        f"Local pictures to publish: 2 distinct files, {size / 1_000_000:,.1f} MB "
+        f"Local pictures to publish: 2 distinct files, {size_text(size)} "
         "(each once; URLs an earlier run recorded are reused)"
     ) in text.out.splitlines()
     document = plan_json(run, "m.yaml")

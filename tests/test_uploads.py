@@ -31,6 +31,7 @@ from ruxa_batch.uploads import (
     Published,
     Publisher,
     UploadFailed,
+    _fill,
     renewal_margin,
 )
 
@@ -426,3 +427,14 @@ def test_a_file_changed_since_planning_is_not_published(tmp_path: Path) -> None:
     with pytest.raises(UploadFailed) as failed:
         asyncio.run(uploader.publish(file, now=0.0))
     assert str(failed.value) == "a.png changed on disk since the manifest was read"
+
+
+def test_command_arguments_are_templates_with_literal_braces(tmp_path: Path) -> None:
+    file = local(tmp_path, "a")
+    argv = ("echo", "{{path}}", "{path}", "{name}:{sha256}.{ext}")
+    assert _fill(argv, file) == [
+        "echo",
+        "{path}",
+        str(file.path),
+        f"a.png:{file.sha256}.png",
+    ]
