@@ -208,6 +208,8 @@ class Expander:
             image_where = (*where["images"], number)
             if is_url(text) or not text.strip():
                 problem = _url_problem(text)
+                if problem and self.files.exists(text):
+                    problem += f"; for the local file of that name write ./{text}"
                 if problem:
                     self.log.add_repeated(image_where, "bad URL", f"{show(text)} {problem}{suffix}")
                     ok = False

@@ -57,6 +57,13 @@ class FileReader:
         """Whether ``path`` (resolved) lies in the manifest's folder or an allowed root."""
         return any(path.is_relative_to(root) for root in self.rules.roots)
 
+    def exists(self, text: str) -> bool:
+        """Whether ``text``, read as a path relative to the manifest's folder, names a file."""
+        try:
+            return (self.base / text).is_file()
+        except (OSError, ValueError):
+            return False
+
     def shown(self, path: Path) -> str:
         """``path`` as a manifest names it: relative to the manifest's folder, else absolute."""
         try:

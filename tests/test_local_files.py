@@ -193,6 +193,16 @@ def test_a_globbed_file_whose_name_looks_like_a_scheme_stays_a_path(hermetic: Pa
     assert job.image_names == ("shot:1.png",)
 
 
+def test_a_named_file_that_looks_like_a_scheme_gets_a_hint(run, hermetic: Path) -> None:
+    picture(hermetic / "shot:1.png")
+    write(hermetic, one_job("shot:1.png"))
+    result = run(["ruxa-batch", "validate", "m.yaml"])
+    assert result.code == 2
+    assert result.err.endswith(
+        "'shot:1.png' is not an http(s) URL; for the local file of that name write ./shot:1.png\n"
+    )
+
+
 def test_a_file_in_an_extra_root_is_allowed_and_shown_absolute(run, hermetic: Path) -> None:
     shared = picture(hermetic.parent / "shared" / "logo.png")
     extra = "local_images:\n  roots: [../shared]\n"
