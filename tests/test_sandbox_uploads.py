@@ -10,6 +10,7 @@ import hashlib
 import http.client
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from helpers import (
+    REPO,
     api_client,
     create,
     edit_request,
@@ -30,6 +32,7 @@ from ruxa_batch.sandbox import SandboxConfig, SandboxServer, images, inputs
 from ruxa_batch.sandbox.derive import frame_colour, tint_colour, tinted
 from ruxa_batch.sandbox.pngread import decode_png
 
+SLOW = 0.8  # seconds the picture server takes for paths under /slow
 Served = dict[str, tuple[int, str, bytes]]  # path -> (status, content type, body)
 
 
@@ -74,6 +77,8 @@ def pictures() -> Iterator[tuple[str, Served]]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if self.path.startswith("/slow"):
+                time.sleep(SLOW)
             status, kind, body = served.get(self.path.split("?")[0], (404, "text/plain", b"no"))
             self.send_response(status)
             if status in (301, 302):
@@ -158,6 +163,13 @@ def test_uploads_are_refused_like_the_api_refuses(sandbox: SandboxServer) -> Non
     assert sandbox.counters()["uploads_rejected"] == 3
 
 
+def test_an_upload_without_the_key_is_a_real_401_even_when_api_errors_hide_in_bodies(
+    sandbox_factory: Any,
+) -> None:
+    server = sandbox_factory(errors_in_body=True)
+    assert httpx.put(f"{server.base_url}/uploads/{sha(RED)}.png", content=RED).status_code == 401
+
+
 def test_too_large_an_upload_is_413(sandbox: SandboxServer) -> None:
     big = b"\x89PNG\r\n\x1a\n" + bytes(20 * 1024 * 1024)
     answer = upload(sandbox, big)
@@ -205,6 +217,24 @@ def test_uploads_survive_a_restart_on_the_same_data(hermetic: Path) -> None:
         assert httpx.get(result_url(after)).content == before  # still drawn from the input
 
 
+def test_inputs_read_from_elsewhere_are_kept_for_the_results(
+    hermetic: Path, pictures: tuple[str, Served]
+) -> None:
+    base, served = pictures
+    served["/blue.png"] = (200, "image/png", BLUE)
+    data = hermetic / "sandbox-data"
+    config = SandboxConfig(generation_time=0.05)
+    with SandboxServer(config, data_dir=data) as first:
+        task_id = create(first, edit_request(image_urls=[f"{base}/blue.png"]))
+        before = httpx.get(result_url(wait_until_done(first, task_id))).content
+    assert (data / "inputs" / f"{sha(BLUE)}.png").read_bytes() == BLUE
+    del served["/blue.png"]  # gone from where it was read: the sandbox kept its own copy
+    with SandboxServer(config, data_dir=data) as second:
+        after = httpx.get(result_url(wait_until_done(second, task_id))).content
+        assert after == before
+        assert httpx.get(f"{second.base_url}/uploads/{sha(BLUE)}.png").status_code == 404
+
+
 # --- inputs read at create ----------------------------------------------------------------------
 
 
@@ -241,6 +271,27 @@ def test_an_input_that_cannot_be_read_fails_the_task_naming_it(
         assert data["failMsg"] == f"input image {number} ({shown}) could not be read: {reason}"
         assert "secret" not in data["failMsg"]
     assert sandbox.counters()["inputs_unreadable"] == len(cases)
+
+
+def test_a_slow_input_holds_up_only_its_own_create(
+    sandbox: SandboxServer, pictures: tuple[str, Served], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, served = pictures
+    served["/slow.png"] = (200, "image/png", RED)
+    slow: list[dict[str, Any]] = []
+    thread = threading.Thread(target=lambda: slow.append(result(sandbox, f"{base}/slow.png")[0]))
+    started = time.monotonic()
+    thread.start()
+    time.sleep(0.1)
+    other = create(sandbox)  # while the slow input is being read
+    assert time.monotonic() - started < SLOW
+    assert wait_until_done(sandbox, other)["state"] == "success"
+    thread.join()
+    assert slow[0]["state"] == "success"
+
+    monkeypatch.setattr(inputs, "READ_TIMEOUT", 0.2)
+    data, _ = result(sandbox, f"{base}/slow.png")
+    assert data["failMsg"] == f"input image 1 ({base}/slow.png) could not be read: timed out"
 
 
 def test_redirects_are_followed_only_on_this_machine(
@@ -349,3 +400,20 @@ def test_an_input_it_cannot_decode_still_frames_the_result(sandbox: SandboxServe
     assert upload(sandbox, jpeg, "jpg").status_code == 201
     _, output = result(sandbox, f"{sandbox.base_url}/uploads/{sha(jpeg)}.jpg")
     assert decode_png(output).pixel(0, 0) == tuple(frame_colour(sha(jpeg)))
+
+
+def test_a_sample_photo_makes_a_result_drawn_from_it(sandbox: SandboxServer) -> None:
+    mug = (REPO / "manifests" / "photos" / "mug-ember.png").read_bytes()
+    assert upload(sandbox, mug).status_code == 201
+    data, output = result(sandbox, f"{sandbox.base_url}/uploads/{sha(mug)}.png")
+    expected = decode_png(mug).pixel(160, 120)  # the sample's centre, where the mug is
+    tint = tint_colour(data["taskId"])
+    wanted = [tinted(v, t) for v, t in zip(expected, tint, strict=True)]
+    # Scaled by nearest neighbour: the centre comes from a pixel next to the sample's centre.
+    assert all(abs(a - b) <= 4 for a, b in zip(centre(output), wanted, strict=True))
+
+
+def test_every_input_field_is_read_in_order() -> None:
+    request_input = {"image_urls": ["http://a/1.png", 7], "image_input": ["http://b/2.png"]}
+    assert inputs.input_urls(request_input) == ["http://a/1.png", "http://b/2.png"]
+    assert inputs.shown("http://127.0.0.1:9/x.png?sig=1#frag") == "http://127.0.0.1:9/x.png"

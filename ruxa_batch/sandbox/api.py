@@ -312,9 +312,10 @@ class Sandbox:
     def put_upload(self, authorization: str | None, name: str, body: bytes | None) -> Reply:
         """``PUT /uploads/<sha256>.<ext>``; ``body`` is ``None`` when it was too large to read."""
         with self._lock:
-            denied = self._check_key(authorization)
-            if denied:
-                return denied
+            if not self._has_key(authorization):
+                self._counters["unauthorized"] += 1
+                # Always a real 401: errors_in_body is a trait of the API, not of this route.
+                return Reply(401, to_json({"code": 401, "message": "missing or invalid API key"}))
         parsed = parse_name(name)
         if parsed is None:
             return self._upload_error(404, f"not an upload name: {name} (<sha256>.png|jpg|webp)")
@@ -333,8 +334,10 @@ class Sandbox:
         try:
             new = self._uploads.put(name, body)
         except OSError as exc:
+            message = f"cannot store the upload: {exc.strerror or exc}"
             with self._lock:
-                return self._error(500, f"cannot store the upload: {exc.strerror or exc}")
+                self._counters["server_errors"] += 1
+            return Reply(500, to_json({"code": 500, "message": message}))
         with self._lock:
             if new:
                 self._counters["uploads"] += 1
@@ -433,18 +436,15 @@ class Sandbox:
         status = 200 if self._config.errors_in_body else code
         return Reply(status, to_json({"code": code, "message": message}), headers=headers)
 
-    def _check_key(self, authorization: str | None) -> Reply | None:
-        """The 401 for a request without the right key; ``None`` when it has it."""
+    def _has_key(self, authorization: str | None) -> bool:
+        """Whether an ``Authorization`` header carries the key: API routes and uploads alike."""
         expected = f"Bearer {self._api_key}".encode()
-        if not hmac.compare_digest((authorization or "").encode(), expected):
-            return self._error(401, "missing or invalid API key")
-        return None
+        return hmac.compare_digest((authorization or "").encode(), expected)
 
     def _gate(self, authorization: str | None) -> Reply | None:
         """What every create and query passes first: key, rate limit, random 500s and garbage."""
-        denied = self._check_key(authorization)
-        if denied:
-            return denied
+        if not self._has_key(authorization):
+            return self._error(401, "missing or invalid API key")
         if self._bucket:
             wait = self._bucket.take(time.monotonic())
             if wait:
