@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from helpers import (
 from ruxa_batch.sandbox import SandboxConfig, SandboxServer, images, inputs
 from ruxa_batch.sandbox.derive import frame_colour, tint_colour, tinted
 from ruxa_batch.sandbox.pngread import decode_png
+from ruxa_batch.sandbox.store import DATA_FILENAME, MIGRATIONS, SandboxStore
 
 SLOW = 0.8  # seconds the picture server takes for paths under /slow
 Served = dict[str, tuple[int, str, bytes]]  # path -> (status, content type, body)
@@ -417,3 +419,22 @@ def test_every_input_field_is_read_in_order() -> None:
     request_input = {"image_urls": ["http://a/1.png", 7], "image_input": ["http://b/2.png"]}
     assert inputs.input_urls(request_input) == ["http://a/1.png", "http://b/2.png"]
     assert inputs.shown("http://127.0.0.1:9/x.png?sig=1#frag") == "http://127.0.0.1:9/x.png"
+
+
+def test_a_data_file_of_the_first_schema_is_migrated(hermetic: Path) -> None:
+    data = hermetic / "old-data"
+    data.mkdir()
+    with sqlite3.connect(data / DATA_FILENAME) as old:
+        old.executescript(MIGRATIONS[0])
+        old.execute(
+            "INSERT INTO tasks VALUES ('task_old', '{}', 'h', 'png', '1:1', 8, 8, 1, 0.1, "
+            "NULL, NULL, NULL)"
+        )
+        old.execute("PRAGMA user_version = 1")
+    old.close()
+    store = SandboxStore(data)
+    try:
+        (task,) = store.tasks()
+        assert (task.task_id, task.input_sha256, task.input_ext) == ("task_old", None, None)
+    finally:
+        store.close()

@@ -1,6 +1,12 @@
 """The Ruxa API's behaviour without the HTTP plumbing: requests in, replies out.
 
 Everything here follows ``ruxa-api.md``; the faults of :class:`SandboxConfig` are applied here too.
+Beyond the documented API it serves ``/uploads/<sha256>.<ext>`` (a content-addressed place to
+publish local pictures, :mod:`ruxa_batch.sandbox.blobs`), and like the real service it reads a
+create's input pictures, those on this machine only (:mod:`ruxa_batch.sandbox.inputs`): a task
+whose input cannot be read ends in ``fail``, and a result is drawn from its input
+(:mod:`ruxa_batch.sandbox.derive`).
+
 All state sits behind one lock. A task's state is computed from the time elapsed since its
 create, so no thread runs per task; only callbacks need a (single) scheduler thread.
 

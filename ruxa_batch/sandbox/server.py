@@ -158,8 +158,10 @@ class _Handler(BaseHTTPRequestHandler):
 class SandboxServer:
     """The sandbox on a background thread: ``with SandboxServer(config) as sb: sb.base_url``.
 
-    With ``data_dir``, tasks and counters are kept in ``data_dir/sandbox.sqlite`` and a server
-    started later on the same folder carries on with them (see :mod:`ruxa_batch.sandbox.store`);
+    With ``data_dir``, tasks and counters are kept in ``data_dir/sandbox.sqlite``, uploads in
+    ``data_dir/uploads/`` and the input pictures read for tasks in ``data_dir/inputs/``, and a
+    server started later on the same folder carries on with them (see
+    :mod:`ruxa_batch.sandbox.store` and :mod:`ruxa_batch.sandbox.blobs`);
     with port 0 it then listens on the previous port if it is free, so result URLs handed out
     before the restart still lead to their files. Without ``data_dir``, everything is in memory.
     """
