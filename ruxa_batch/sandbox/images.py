@@ -25,7 +25,11 @@ def dimensions(aspect: str, *, long_side: int) -> tuple[int, int]:
 
 def render(key: str, *, width: int, height: int, fmt: str) -> bytes:
     """The image for ``key`` in ``fmt`` (``png`` or ``jpeg``)."""
-    rows = draw(key, width=width, height=height)
+    return encode(key, draw(key, width=width, height=height), width=width, height=height, fmt=fmt)
+
+
+def encode(key: str, rows: Rows, *, width: int, height: int, fmt: str) -> bytes:
+    """``rows`` as a ``fmt`` file (``png`` or ``jpeg``) that carries ``key`` in its metadata."""
     if fmt == "png":
         return encode_png(width, height, rows, text={"Comment": key})
     if fmt == "jpeg":

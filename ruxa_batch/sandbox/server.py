@@ -22,14 +22,19 @@ from ruxa_batch.sandbox.api import (
     CREATE_PATH,
     FILES_PREFIX,
     QUERY_PREFIX,
+    UPLOADS_PREFIX,
     Reply,
     Sandbox,
     to_json,
 )
+from ruxa_batch.sandbox.blobs import MAX_BLOB_BYTES
 from ruxa_batch.sandbox.config import SandboxConfig
 from ruxa_batch.sandbox.store import DATA_FILENAME, SandboxStore
 
 MAX_BODY = 1 << 20  # a create body is a few hundred bytes; refuse to buffer megabytes
+# An upload over the cap is read and dropped up to this size, so its sender sees the 413 rather
+# than a reset connection; beyond it the connection is closed unread.
+MAX_DISCARD = 64 << 20
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -87,20 +92,39 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._answer(self._route("POST", self._read_body()))
 
-    def _read_body(self) -> bytes | None:
+    def do_PUT(self) -> None:
+        limit = MAX_BLOB_BYTES if self._path().startswith(UPLOADS_PREFIX) else MAX_BODY
+        self._answer(self._route("PUT", self._read_body(limit)))
+
+    def do_HEAD(self) -> None:
+        self._answer(self._route("HEAD", self._read_body()), head=True)
+
+    def _path(self) -> str:
+        return unquote(urlsplit(self.path).path)
+
+    def _read_body(self, limit: int = MAX_BODY) -> bytes | None:
         """The request body, or ``None`` when it is too large to accept."""
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             length = 0
-        if length > MAX_BODY:
+        if length > limit:
+            if length <= MAX_DISCARD:
+                while length > 0:
+                    length -= len(self.rfile.read(min(length, 1 << 20)) or b"\0" * length)
             self.close_connection = True
             return None
         return self.rfile.read(length) if length > 0 else b""
 
     def _route(self, method: str, body: bytes | None) -> Reply | None:
         sandbox = self.server.sandbox
-        path = unquote(urlsplit(self.path).path)
+        path = self._path()
+        if path.startswith(UPLOADS_PREFIX):
+            name = path[len(UPLOADS_PREFIX) :]
+            if method == "PUT":
+                return sandbox.put_upload(self.headers.get("Authorization"), name, body)
+            if method in ("GET", "HEAD"):
+                return sandbox.get_upload(name)
         if method == "GET" and path == "/_sandbox/counters":
             return Reply(200, to_json(sandbox.counters()))
         if method == "GET" and path == "/_sandbox/tasks":
@@ -116,7 +140,8 @@ class _Handler(BaseHTTPRequestHandler):
             return sandbox.download(path[len(FILES_PREFIX) :])
         return sandbox.not_found(api=path.startswith("/api/"))
 
-    def _answer(self, reply: Reply | None) -> None:
+    def _answer(self, reply: Reply | None, *, head: bool = False) -> None:
+        """Send ``reply``; for ``HEAD`` only its headers (with the length the body has)."""
         if reply is None:  # the injected drop: the work is done, the answer never comes
             self.close_connection = True
             return
@@ -126,14 +151,17 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in reply.headers:
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(reply.body)
+        if not head:
+            self.wfile.write(reply.body)
 
 
 class SandboxServer:
     """The sandbox on a background thread: ``with SandboxServer(config) as sb: sb.base_url``.
 
-    With ``data_dir``, tasks and counters are kept in ``data_dir/sandbox.sqlite`` and a server
-    started later on the same folder carries on with them (see :mod:`ruxa_batch.sandbox.store`);
+    With ``data_dir``, tasks and counters are kept in ``data_dir/sandbox.sqlite``, uploads in
+    ``data_dir/uploads/`` and the input pictures read for tasks in ``data_dir/inputs/``, and a
+    server started later on the same folder carries on with them (see
+    :mod:`ruxa_batch.sandbox.store` and :mod:`ruxa_batch.sandbox.blobs`);
     with port 0 it then listens on the previous port if it is free, so result URLs handed out
     before the restart still lead to their files. Without ``data_dir``, everything is in memory.
     """

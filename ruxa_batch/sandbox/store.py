@@ -8,7 +8,9 @@ migrations (``PRAGMA user_version``), the one-sandbox-at-a-time lock and every q
 - Times are stored as wall-clock milliseconds since the epoch. A restored task gets a monotonic
   create time of this process computed from them, so it continues where it stood: a task created
   1.5 s before the stop with a 2 s generation time ends 0.5 s after a quick restart.
-- The result pictures are not stored: they are drawn again from the task ID, size and format.
+- The result pictures are not stored: they are drawn again from the task ID, size and format
+  (and the task's input picture, kept by content in ``uploads/`` or ``inputs/`` beside the file:
+  :mod:`ruxa_batch.sandbox.blobs`).
 - The API key is never stored, in any form; a restarted sandbox gets its key as at every start.
 
 The file is opened in SQLite's exclusive locking mode: a second sandbox on the same folder is
@@ -51,11 +53,16 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 2: the first input picture a task read, by content (png, jpg or webp)
+    """
+    ALTER TABLE tasks ADD COLUMN input_sha256 TEXT;
+    ALTER TABLE tasks ADD COLUMN input_ext TEXT
+    """,
 )
 
 _TASK_COLUMNS = (
     "task_id, request, body_hash, output_format, aspect, width, height, create_ms, duration, "
-    "fail_code, fail_msg, callback_url"
+    "fail_code, fail_msg, callback_url, input_sha256, input_ext"
 )
 
 
@@ -146,7 +153,7 @@ class SandboxStore:
         fail_code, fail_msg = task.fail or (None, None)
         with self._transaction():
             self._conn.execute(
-                f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES ({', '.join('?' * 14)})",
                 (
                     task.task_id,
                     json.dumps(task.request, ensure_ascii=False, separators=(",", ":")),
@@ -160,6 +167,8 @@ class SandboxStore:
                     fail_code,
                     fail_msg,
                     task.callback_url,
+                    task.input_sha256,
+                    task.input_ext,
                 ),
             )
             self._write_counters(counters)
@@ -182,6 +191,8 @@ class SandboxStore:
                 duration=duration,
                 fail=(fail_code, fail_msg) if fail_code is not None else None,
                 callback_url=callback_url,
+                input_sha256=input_sha256,
+                input_ext=input_ext,
             )
             for (
                 task_id,
@@ -196,6 +207,8 @@ class SandboxStore:
                 fail_code,
                 fail_msg,
                 callback_url,
+                input_sha256,
+                input_ext,
             ) in rows
         ]
 

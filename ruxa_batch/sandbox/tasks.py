@@ -23,6 +23,10 @@ class Task:
     duration: float
     fail: tuple[str, str] | None  # (failCode, failMsg) when the task ends in `fail`
     callback_url: str | None
+    # The first input picture, when the sandbox read it (it was on this machine): its result is
+    # drawn from it. Kept by content in the sandbox's inputs or uploads.
+    input_sha256: str | None = None
+    input_ext: str | None = None
 
     def state(self, now: float) -> str:
         """``waiting``/``queuing``/``generating`` by elapsed time, then ``success`` or ``fail``."""
