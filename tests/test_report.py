@@ -143,6 +143,7 @@ def test_the_example_batch_report_renders(run, hermetic: Path) -> None:
     manifests.mkdir()
     for name in ("example.yaml", "products.csv"):
         shutil.copy(REPO / "manifests" / name, manifests / name)
+    shutil.copytree(REPO / "manifests" / "photos", manifests / "photos")
     result = run(
         [
             "ruxa-batch",
