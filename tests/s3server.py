@@ -94,7 +94,7 @@ class S3Server:
     grpc_ports: list[int] = field(default_factory=list)
 
     @classmethod
-    def start(cls, data_dir: Path, *, bucket: str = BUCKET) -> S3Server:
+    def start(cls, data_dir: Path, *, bucket: str = BUCKET, volume_size_mb: int = 64) -> S3Server:
         """Start ``weed server -s3`` in its own process group and create ``bucket``.
 
         Fails with the log's tail when the S3 gateway does not answer within 30 s.
@@ -128,7 +128,7 @@ class S3Server:
             f"-dir={data_dir / 'data'}",
             f"-master.port={master}",
             f"-master.port.grpc={master_grpc}",
-            "-master.volumeSizeLimitMB=64",
+            f"-master.volumeSizeLimitMB={volume_size_mb}",
             f"-volume.port={volume}",
             f"-volume.port.grpc={volume_grpc}",
             "-volume.max=0",
