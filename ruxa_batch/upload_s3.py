@@ -11,6 +11,9 @@ from the static keys of a profile in the shared credentials file (``AWS_SHARED_C
 default ``~/.aws/credentials``; profile ``AWS_PROFILE``, default ``default``). The region comes
 from the manifest, else ``AWS_REGION``/``AWS_DEFAULT_REGION``, else the profile in
 ``AWS_CONFIG_FILE`` (default ``~/.aws/config``).
+
+obstore retries what is worth retrying (connection errors, 5xx, throttling) with backoff; a PUT
+repeated is harmless here, as the key is the content's hash.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ _ENV_CREDENTIALS = (
     "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
     "AWS_CONTAINER_CREDENTIALS_FULL_URI",
 )
+_ENV_ENDPOINTS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT")
 # A 10 MB picture on a slow uplink takes a while; a dead endpoint should not.
 _REQUEST_TIMEOUT = timedelta(seconds=300)
 _CONNECT_TIMEOUT = timedelta(seconds=10)
@@ -65,27 +69,33 @@ def make_s3_uploader(spec: S3Spec, *, url_lifetime: float) -> Uploader:
             f"an S3 presigned URL lives 1 to {MAX_URL_LIFETIME:.0f} seconds, not {url_lifetime:g}"
         )
     config = store_config(spec, os.environ)
+    endpoint = config.get("endpoint")
     # Keyword form: the word "timeout" as a string literal reads as a task state to the
     # vocabulary check (tests/test_vocabulary.py).
     client_options: ClientConfig = dict(timeout=_REQUEST_TIMEOUT, connect_timeout=_CONNECT_TIMEOUT)
-    if spec.endpoint_url:
+    if endpoint:
         # Plain http only for an endpoint that says so (a local server); AWS is always https.
-        client_options["allow_http"] = spec.endpoint_url.startswith("http://")
+        client_options["allow_http"] = endpoint.startswith("http://")
     try:
         store = S3Store(spec.bucket, config=config, client_options=client_options)
     except Exception as exc:  # obstore's builder errors: a bad endpoint, region or key name
         raise UsageError(
             f"cannot use S3 bucket {spec.bucket}: {type(exc).__name__} in its settings"
         ) from exc
-    return S3Uploader(store, spec, url_lifetime=url_lifetime)
+    return S3Uploader(store, spec, endpoint=endpoint, url_lifetime=url_lifetime)
 
 
 def store_config(spec: S3Spec, environ: Mapping[str, str]) -> S3Config:
     """What obstore needs beyond what it reads from the environment itself: the endpoint, the
     region and, when the environment has no credentials, a profile's static keys."""
     config: S3Config = {}
-    if spec.endpoint_url:
-        config["endpoint"] = spec.endpoint_url
+    # obstore would also take an endpoint from these by itself; naming it here keeps the
+    # uploader's target true to where the files go.
+    endpoint = spec.endpoint_url or next(
+        (environ[name] for name in _ENV_ENDPOINTS if environ.get(name)), None
+    )
+    if endpoint:
+        config["endpoint"] = endpoint
         # Local and most S3-compatible servers name the bucket in the path, not the host.
         config["virtual_hosted_style_request"] = False
     profile = environ.get("AWS_PROFILE") or "default"
@@ -169,17 +179,19 @@ class S3Uploader:
     """Publishes files to one bucket and prefix. One object serves many concurrent publishes:
     obstore's store is shared and thread-safe, and nothing here changes after construction."""
 
-    def __init__(self, store: S3Store, spec: S3Spec, *, url_lifetime: float) -> None:
+    def __init__(
+        self, store: S3Store, spec: S3Spec, *, endpoint: str | None, url_lifetime: float
+    ) -> None:
         self._store = store
         self._spec = spec
+        self._endpoint = endpoint
         self._lifetime = url_lifetime
 
     @property
     def target(self) -> str:
         """``s3://bucket/prefix``, plus `` at <endpoint>`` for a non-AWS endpoint."""
         where = f"s3://{self._spec.bucket}/{self._spec.prefix}"
-        endpoint = self._spec.endpoint_url or self._store.config.get("endpoint")
-        return f"{where} at {endpoint}" if endpoint else where
+        return f"{where} at {self._endpoint}" if self._endpoint else where
 
     def key(self, file: LocalFile) -> str:
         """The object's key: by content, so a file is stored once whatever its name."""
