@@ -146,6 +146,10 @@ def main() -> int:
     print("|" + "|".join(" --- " for _ in header) + "|")
     for row in rows:
         print("| " + " | ".join(row.cells()) + " |")
+    print(
+        "\nMB/s: the files' megabytes over the time; for (c) they were hashed and checked "
+        "against the bucket, not sent. Client and server share this machine's cores."
+    )
     if rows[2].sent_bytes:
         print(f"\nFAIL: the second run sent {rows[2].sent_bytes} bytes; it should send none")
         return 1
