@@ -13,6 +13,8 @@ import pytest
 import yaml
 from helpers import REPO
 
+from ruxa_batch.local_files import size_text
+
 EXAMPLE = REPO / "manifests" / "example.yaml"
 
 
@@ -22,6 +24,7 @@ def example(hermetic: Path) -> Path:
     target.mkdir()
     for name in ("example.yaml", "products.csv"):
         shutil.copy(REPO / "manifests" / name, target / name)
+    shutil.copytree(REPO / "manifests" / "photos", target / "photos")
     return target / "example.yaml"
 
 
@@ -45,7 +48,7 @@ def test_max_jobs_flag(run, example: Path) -> None:
     result = run(["ruxa-batch", "validate", "--max-jobs", "10", "manifests/example.yaml"])
     assert result.code == 2
     assert result.err == (
-        "manifests/example.yaml:36:5: $.jobs[0]: the manifest expands to more than 10 jobs counting "
+        "manifests/example.yaml:43:5: $.jobs[0]: the manifest expands to more than 10 jobs counting "
         "variants (this entry alone: 12); raise --max-jobs if that is intended\n"
     )
 
@@ -67,11 +70,14 @@ def test_plan_text(run, example: Path) -> None:
         "png",
         "1",
     ]
-    assert lines[-5:] == [
+    size = sum(path.stat().st_size for path in (example.parent / "photos").glob("*.png"))
+    assert lines[-6:] == [
         "Totals: submit 22",
         "Tasks to create: 22 if each succeeds first time, at most 66 with retries",
         "Cost at 0.04 per task: expected 0.88, at most 2.64",
         "Capped at 100 tasks per run (max_tasks)",
+        f"Local pictures to publish: 6 distinct files, {size_text(size)} (each once; URLs an "
+        "earlier run recorded are reused)",
         "Output folder: manifests/out/autumn-catalog",
     ]
 
@@ -88,10 +94,7 @@ def test_plan_json(run, example: Path) -> None:
         "action": "submit",
         "key": document["jobs"][-1]["key"],
         "prompt": "Show the ceramic mug and the candle on a rainy window sill, cosy and warm.",
-        "images": [
-            "https://cdn.example.com/catalog/2026/products/mug-ember.png",
-            "https://cdn.example.com/catalog/2026/products/candle-cedar.png",
-        ],
+        "images": ["photos/mug-ember.png", "photos/candle-cedar.png"],
         "image_size": "4:5",
         "output_format": "png",
     }

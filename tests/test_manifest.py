@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,14 @@ def test_example_manifest_expands_rows_matrix_defaults_and_variants() -> None:
     assert len(manifest.jobs) == 12 + 6 + 4
     first = manifest.jobs[0]
     assert first.id == "mug-ember-rustic-oak-table-with-fallen-leaves"
-    assert first.images == ("https://cdn.example.com/catalog/2026/products/mug-ember.png",)
+    assert first.image_names == ("photos/mug-ember.png",)
+    (photo,) = first.local_files
+    assert (
+        photo.sha256
+        == hashlib.sha256(
+            (REPO / "manifests" / "photos" / "mug-ember.png").read_bytes()
+        ).hexdigest()
+    )
     assert first.prompt.startswith("Place the ceramic mug in ember red on a rustic oak table")
     assert (first.image_size, first.output_format) == ("1:1", "png")  # from defaults
     banner = next(job for job in manifest.jobs if job.id == "lamp-copper-banner")
