@@ -22,7 +22,7 @@ from ruxa_batch.errors import (
     emit,
     exit_code_for_jobs,
 )
-from ruxa_batch.jobs import Manifest, display_path
+from ruxa_batch.jobs import Manifest, display_path, output_dir_for
 from ruxa_batch.manifest import check_manifest, load_manifest
 from ruxa_batch.pictures import FileCheck, check_file, pictures_of
 from ruxa_batch.plan import make_plan, render
@@ -39,7 +39,7 @@ from ruxa_batch.settings import (
     ValidateSettings,
     VerifySettings,
 )
-from ruxa_batch.state import JobRecord, StateStore, output_dir_for, state_path_for
+from ruxa_batch.state import JobRecord, StateStore, state_path_for
 from ruxa_batch.statuses import CheckStatus, JobStatus
 from ruxa_batch.template import slugify
 from ruxa_batch.tuning import Tuning

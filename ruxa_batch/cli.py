@@ -116,6 +116,7 @@ _RUN_SECTIONS = (
             "max_download_mb",
             "max_jobs",
             "no_download",
+            "republish",
         ),
     ),
     (
@@ -282,6 +283,12 @@ def plan(
 @click.option("-y", "--yes", is_flag=True, help="Do not ask before creating more than 100 tasks.")
 @_decision_options
 @_max_jobs_option
+@click.option(
+    "--republish",
+    is_flag=True,
+    help="Publish every local picture again instead of reusing the URLs earlier runs recorded "
+    "(after the uploaded copies were deleted).",
+)
 @click.option(
     "--sandbox",
     is_flag=True,

@@ -50,7 +50,7 @@ from ruxa_batch.retry import GaveUp, Halted, Retrier, RetryPolicy
 from ruxa_batch.state import JobRecord, StateStore
 from ruxa_batch.statuses import AttemptOutcome, FailureClass, JobStatus, StopReason, TaskState
 from ruxa_batch.timing import Timer
-from ruxa_batch.uploads import Publisher, UploadFailed
+from ruxa_batch.uploads import Publisher, UploadFailed, UploadStopped
 
 # How many times in a row one request may fail on the network or with a 5xx before the job is
 # left for a later run; a task the API no longer knows (404) gets fewer, but only after 404s
@@ -316,6 +316,8 @@ class Engine:
         self.outcome.stopped_by = reason
         self.client.limiter.open()
         self.timer.wake_all()
+        if self.publisher is not None:
+            self.publisher.halt()
 
     def gate(self) -> None:
         """``before_send`` hook of status queries: nothing leaves once the run halts."""
@@ -425,6 +427,9 @@ class Engine:
             return await self.publisher.urls_for(files)
         except UploadFailed as exc:
             self.leave(job, JobStatus.PENDING, f"upload failed: {exc}")
+            return None
+        except UploadStopped:
+            self.events.job_finished(job, JobStatus.PENDING, "the run stopped")
             return None
 
     async def submit(self, job: Job, urls: dict[str, str]) -> str | None:

@@ -190,6 +190,14 @@ def unsuffixed(name: str) -> tuple[str, int] | None:
     return None
 
 
+def output_dir_for(manifest_output: Path, *, sandbox: bool) -> Path:
+    """The run's output folder; sandbox runs get their own, so fake pictures and sandbox task
+    IDs never mix with real ones."""
+    return (
+        manifest_output.with_name(manifest_output.name + ".sandbox") if sandbox else manifest_output
+    )
+
+
 def display_path(path: Path) -> str:
     """A path as the user should see it: relative to the working directory when inside it."""
     try:

@@ -21,6 +21,10 @@ DEFAULT_MAX_FILE_MB = 10.0
 DEFAULT_URL_LIFETIME = 86_400.0
 MAX_URL_LIFETIME = 604_800.0
 DEFAULT_UPLOAD_CONCURRENCY = 8
+S3_EXTRA_MISSING = (
+    "S3 uploads need the s3 extra: pip install 'ruxa-batch[s3]' (from a checkout: "
+    "pip install '.[s3]')"
+)
 _CHUNK = 1 << 20
 # A scheme such as ``https:`` or ``s3:`` (a Windows drive letter is one character: not a scheme).
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
@@ -72,6 +76,11 @@ class LocalFile:
 
 class ChangedOnDisk(Exception):
     """A local file's bytes are no longer those its job was planned with."""
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 local picture``, ``3 local pictures``."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def size_text(size: float) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ruxa_batch.errors import ManifestInvalid, Problem
-from ruxa_batch.jobs import DEFAULT_MAX_JOBS, Manifest, display_path
+from ruxa_batch.jobs import DEFAULT_MAX_JOBS, Manifest, display_path, output_dir_for
 from ruxa_batch.local_files import BaseUrlSpec
 from ruxa_batch.manifest_entries import read_entry
 from ruxa_batch.manifest_expand import Expander
@@ -107,7 +107,8 @@ def _build_document(path: Path, log: ProblemLog, *, max_jobs: int) -> Manifest |
     )
     rows = RowReader(path.parent, log)
     local = read_local_rules(data.get("local_images") or {}, path.parent)
-    files = FileReader(path.parent, local, log, max_matches=max_jobs)
+    outputs = (output.dir, output_dir_for(output.dir, sandbox=True))
+    files = FileReader(path.parent, local, log, max_matches=max_jobs, outputs=outputs)
     upload = read_upload(data["upload"], log) if usable("upload") else None
     defaults = data.get("defaults") or {}
     entries = []

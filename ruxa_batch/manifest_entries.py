@@ -101,7 +101,7 @@ def read_entry(
                 ok = False
             else:
                 found.update(dict.fromkeys(matched))
-        entry.files = list(found)
+        entry.files = sorted(found)  # one order for every pattern: by path
         taken = set(variables) | set(entry.matrix) | set(entry.rows.names if entry.rows else ())
         for name in FILE_VARIABLES:
             if name in taken:

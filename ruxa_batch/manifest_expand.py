@@ -108,13 +108,7 @@ class Expander:
                     )
                     if key in seen_keys:
                         other = seen_keys[key]
-                        self.log.add_repeated(
-                            id_path,
-                            "same request",
-                            f"job {job.id!r} sends exactly the same request as job "
-                            f"{other.id!r} ({other.origin}); use 'variants: 2' on one "
-                            "job to get several generations of one request",
-                        )
+                        self.log.add_repeated(id_path, "same request", _same_request(job, other))
                         break
                     seen_keys[key] = job
                     jobs.append(job)
@@ -270,6 +264,28 @@ class Expander:
             f"{show(value)} is not a valid {name}{suffix}{hint} (allowed: {', '.join(allowed)})",
         )
         return None
+
+
+def _same_request(job: Job, other: Job) -> str:
+    """Why ``job`` may not be expanded beside ``other``, which sends the very same request."""
+    copies = [
+        (mine.shown, theirs.shown)
+        for mine, theirs in zip(job.local_files, other.local_files, strict=False)
+        if mine.shown != theirs.shown
+    ]
+    if copies:
+        # Two files with the same bytes in a folder of photos: the job counts a picture by its
+        # content, so both jobs would send one request.
+        mine, theirs = copies[0]
+        return (
+            f"job {job.id!r} sends exactly the same request as job {other.id!r} "
+            f"({other.origin}): {mine} and {theirs} hold the same bytes; delete one copy, or "
+            "put {name} in the prompt to make them two requests"
+        )
+    return (
+        f"job {job.id!r} sends exactly the same request as job {other.id!r} ({other.origin}); "
+        "use 'variants: 2' on one job to get several generations of one request"
+    )
 
 
 def _url_problem(url: str) -> str | None:

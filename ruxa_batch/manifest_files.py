@@ -45,12 +45,21 @@ class FileReader:
     """Resolves, checks and hashes the local pictures of one manifest."""
 
     def __init__(
-        self, base: Path, rules: LocalRules, log: ProblemLog, *, max_matches: int = 100_000
+        self,
+        base: Path,
+        rules: LocalRules,
+        log: ProblemLog,
+        *,
+        max_matches: int = 100_000,
+        outputs: tuple[Path, ...] = (),
     ) -> None:
         self.base = base.resolve()
         self.rules = rules
         self.log = log
         self.max_matches = max_matches  # paths one glob may match (the manifest's --max-jobs)
+        # The run's output folders: a glob such as **/*.png must not take in last run's
+        # pictures (or the sandbox's copies of the inputs), or every run would add jobs.
+        self.outputs = tuple(folder.resolve() for folder in outputs)
         self._files: dict[Path, LocalFile | str] = {}  # resolved path -> file, or its problem
 
     def allowed(self, path: Path) -> bool:
@@ -94,7 +103,7 @@ class FileReader:
                 real = path.resolve(strict=True)
             except (OSError, RuntimeError):
                 continue
-            if not real.is_file():
+            if not real.is_file() or self._in_outputs(path):
                 continue
             if not self.allowed(real):
                 outside.append(hit)
@@ -108,9 +117,17 @@ class FileReader:
             )
             return None
         if not matches:
-            self.log.add(where, f"{show(pattern)} matches no file")
+            self.log.add(where, f"{show(pattern)} matches no file (patterns are case-sensitive)")
             return None
         return sorted(set(matches))
+
+    def _in_outputs(self, path: Path) -> bool:
+        """Whether ``path`` (as matched, or once links are followed) lies in an output folder."""
+        try:
+            places = (Path(os.path.abspath(path)), path.resolve())
+        except (OSError, RuntimeError):
+            return False
+        return any(place.is_relative_to(out) for place in places for out in self.outputs)
 
     def _glob_shown(self, hit: str, real: Path) -> str:
         """The ``file`` variable of a glob's ``hit``: a path that names that same file again."""

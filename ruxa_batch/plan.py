@@ -26,7 +26,7 @@ from ruxa_batch.decide import (
     pictures_on_disk,
 )
 from ruxa_batch.jobs import Job, Manifest, display_path
-from ruxa_batch.local_files import size_text
+from ruxa_batch.local_files import plural, size_text
 from ruxa_batch.state import JobRecord
 
 ORPHANED = "orphaned"
@@ -161,7 +161,7 @@ def _local_lines(plan: Plan) -> list[str]:
     if not count:
         return []
     return [
-        f"Local pictures to publish: {count:,} distinct files, {size_text(size)} "
+        f"Local pictures to publish: {plural(count, 'distinct file')}, {size_text(size)} "
         "(each once; URLs an earlier run recorded are reused)"
     ]
 

@@ -9,7 +9,7 @@ from typing import Any, TextIO
 
 from ruxa_batch.engine import Events
 from ruxa_batch.jobs import Job
-from ruxa_batch.local_files import LocalFile, size_text
+from ruxa_batch.local_files import LocalFile, plural, size_text
 from ruxa_batch.statuses import FailureClass, JobStatus
 
 LOG_INTERVAL = 10.0
@@ -141,10 +141,15 @@ class Progress(Events):
             from tqdm import tqdm
 
             self._uploads_bar = tqdm(
-                total=files, unit="file", desc="uploads", file=self.stream, position=1, leave=False
+                total=files,
+                unit="file",
+                desc="publishing",
+                file=self.stream,
+                position=1,
+                leave=False,
             )
         elif files and self.mode == "log":
-            self.line(f"uploading {files:,} local pictures ({size_text(size)})")
+            self.line(f"publishing {plural(files, 'local picture')} ({size_text(size)})")
 
     def upload_finished(self, file: LocalFile, *, sent: int, error: str | None) -> None:
         self.uploads_done += 1

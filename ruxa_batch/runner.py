@@ -32,7 +32,7 @@ from ruxa_batch.errors import (
     emit,
     exit_code_for_jobs,
 )
-from ruxa_batch.jobs import Manifest, display_path
+from ruxa_batch.jobs import Manifest, display_path, output_dir_for
 from ruxa_batch.local_files import DEFAULT_UPLOAD_CONCURRENCY, size_text
 from ruxa_batch.manifest import load_manifest
 from ruxa_batch.plan import make_plan
@@ -41,7 +41,7 @@ from ruxa_batch.ratelimit import RateLimiter
 from ruxa_batch.report import REPORT_FILENAME, write_report
 from ruxa_batch.results import build_table, write_atomic, write_results
 from ruxa_batch.settings import API_KEY_ENV, RunFlags
-from ruxa_batch.state import StateStore, output_dir_for, state_path_for
+from ruxa_batch.state import StateStore, state_path_for
 from ruxa_batch.statuses import JobStatus, StopReason
 from ruxa_batch.timing import Timer
 from ruxa_batch.tuning import Tuning
@@ -175,7 +175,7 @@ def run_batch(flags: RunFlags) -> int:
     output_dir = output_dir_for(manifest.output.dir, sandbox=flags.sandbox)
     state_path = state_path_for(output_dir, flags.state)
     if manifest.local_files():
-        require_destination(manifest.upload, sandbox=flags.sandbox)
+        require_destination(manifest.upload, sandbox=flags.sandbox, base=manifest.base)
     with endpoint_for(flags, output_dir=output_dir) as endpoint:
         store = StateStore.open_for_run(state_path)
         try:
@@ -228,7 +228,16 @@ def _run_with_store(
     requests = [0]
     try:
         outcome = asyncio.run(
-            _drive(manifest, store, endpoint, tuning, options, progress, requests)
+            _drive(
+                manifest,
+                store,
+                endpoint,
+                tuning,
+                options,
+                progress,
+                requests,
+                republish=flags.republish,
+            )
         )
     except (asyncio.CancelledError, KeyboardInterrupt):
         outcome = RunOutcome(
@@ -284,6 +293,8 @@ async def _drive(
     options: EngineOptions,
     progress: Progress,
     requests: list[int],
+    *,
+    republish: bool = False,
 ) -> RunOutcome:
     """Run the engine with a client that is closed however the run ends; Ctrl-C or SIGTERM
     halts it gracefully, a second one leaves at once."""
@@ -299,8 +310,10 @@ async def _drive(
         sandbox = endpoint.identity == SANDBOX_ENDPOINT
         destination = destination_for(
             manifest.upload,
+            base=manifest.base,
             sandbox_url=endpoint.base_url.rstrip("/") + "/" if sandbox else None,
             sandbox_key=endpoint.api_key if sandbox else None,
+            republish=republish,
         )
         spec = manifest.upload
         publisher = Publisher(

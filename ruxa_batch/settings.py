@@ -65,6 +65,7 @@ class RunFlags:
     progress: bool | None = None  # None: a bar on a terminal, log lines otherwise
     report: bool = True
     summary_json: Path | None = None  # write the end-of-run summary here as JSON
+    republish: bool = False  # publish local pictures again, ignoring recorded URLs
 
 
 @dataclass(frozen=True)

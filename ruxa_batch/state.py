@@ -147,14 +147,6 @@ def _task_state(value: str | None) -> TaskState | None:
         return TaskState.UNKNOWN
 
 
-def output_dir_for(manifest_output: Path, *, sandbox: bool) -> Path:
-    """The run's output folder; sandbox runs get their own, so fake pictures and sandbox task
-    IDs never mix with real ones."""
-    return (
-        manifest_output.with_name(manifest_output.name + ".sandbox") if sandbox else manifest_output
-    )
-
-
 def state_path_for(output_dir: Path, explicit: Path | None = None) -> Path:
     """``--state`` if given, else ``<output.dir>/.ruxa-batch.sqlite``."""
     return explicit if explicit is not None else output_dir / STATE_FILENAME

@@ -29,13 +29,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ruxa_batch.errors import UsageError
-from ruxa_batch.local_files import MAX_URL_LIFETIME, ChangedOnDisk, LocalFile, S3Spec
+from ruxa_batch.local_files import (
+    MAX_URL_LIFETIME,
+    S3_EXTRA_MISSING,
+    ChangedOnDisk,
+    LocalFile,
+    S3Spec,
+)
 from ruxa_batch.uploads import Published, Uploader, UploadFailed
 
 if TYPE_CHECKING:
     from obstore.store import ClientConfig, S3Config, S3Store
 
-MISSING_EXTRA = "S3 uploads need the s3 extra: pip install 'ruxa-batch[s3]'"
+MISSING_EXTRA = S3_EXTRA_MISSING
 EXPORT_HINT = 'eval "$(aws configure export-credentials --format env)"'
 # Environment variables with which obstore finds credentials by itself.
 _ENV_CREDENTIALS = (

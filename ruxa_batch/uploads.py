@@ -12,10 +12,12 @@ import contextlib
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote, urlsplit
 
@@ -26,6 +28,7 @@ from ruxa_batch.client import url_problem
 from ruxa_batch.errors import UsageError, os_reason, scrub_secrets
 from ruxa_batch.local_files import (
     DEFAULT_URL_LIFETIME,
+    S3_EXTRA_MISSING,
     ChangedOnDisk,
     CommandSpec,
     LocalFile,
@@ -51,6 +54,10 @@ class UploadFailed(Exception):
 
     It costs only the jobs that need that file (they stay pending); never the batch.
     """
+
+
+class UploadStopped(Exception):
+    """The run halted (Ctrl-C) while a file was being published: its jobs wait for the next run."""
 
 
 class Uploader(Protocol):
@@ -124,6 +131,7 @@ class Publisher:
         self.failed = 0
         self._slots = asyncio.Semaphore(concurrency)
         self._recorded = store.uploads(self.uploader.target)
+        self.stopped = False  # the run halted: publishes in progress are cancelled
         self._running: dict[str, asyncio.Task[str]] = {}  # sha256 -> URL, being published
         self._done: dict[str, tuple[str, float | None]] = {}  # sha256 -> URL, expiry
 
@@ -180,20 +188,40 @@ class Publisher:
             self.events.upload_finished(file, sent=published.sent_bytes, error=None)
         return published.url
 
+    def halt(self) -> None:
+        """Stop publishing (the run halts): uploads in progress are cancelled (an upload
+        command's process group is killed) and jobs waiting for them hear
+        :class:`UploadStopped`. Nothing is lost: a file is recorded only once published."""
+        self.stopped = True
+        for task in self._running.values():
+            task.cancel()
+
+    def halted(self) -> bool:
+        """Whether :meth:`halt` was called."""
+        return self.stopped
+
     async def url(self, file: LocalFile) -> str:
-        """A URL of ``file`` valid for ``margin`` seconds more; :class:`UploadFailed` if not."""
+        """A URL of ``file`` valid for ``margin`` seconds more; :class:`UploadFailed` if not,
+        :class:`UploadStopped` if the run halts first."""
         done = self._done.get(file.sha256)
         if done is not None and self.fresh(done[1]):
             return done[0]
         record = self._recorded.get(file.sha256) if self.reuse else None
         if done is None and record is not None and self.fresh(record.expires_at):
             return record.url
+        if self.halted():
+            raise UploadStopped
         task = self._running.get(file.sha256)
-        if task is None or (task.done() and task.exception() is None):
+        if task is None or (task.done() and not task.cancelled() and task.exception() is None):
             # Never started (a job the start did not foresee) or its URL went stale: renew.
             task = self._begin(file)
         # A failed publish is not repeated in this run: every job of the file hears why.
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if self.halted() and task.cancelled():
+                raise UploadStopped from None
+            raise
 
     async def urls_for(self, files: Sequence[LocalFile]) -> dict[str, str]:
         """The URLs of ``files`` by sha256, once each is published."""
@@ -246,9 +274,10 @@ _OUTPUT_CAP = 64 * 1024
 class CommandUploader:
     """Runs a command per file (no shell); the last line it prints is the file's URL."""
 
-    def __init__(self, spec: CommandSpec, *, url_lifetime: float | None) -> None:
+    def __init__(self, spec: CommandSpec, *, url_lifetime: float | None, folder: Path) -> None:
         self.spec = spec
         self.url_lifetime = url_lifetime
+        self.folder = folder  # it runs there, as every path of a manifest is relative to it
 
     @property
     def target(self) -> str:
@@ -266,6 +295,7 @@ class CommandUploader:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 env=env,
+                cwd=self.folder,
                 start_new_session=True,
             )
         except FileNotFoundError:
@@ -406,8 +436,9 @@ def url_lifetime(spec: UploadSpec | None) -> float | None:
     return spec.url_lifetime if spec is not None else None
 
 
-def require_destination(spec: UploadSpec | None, *, sandbox: bool) -> None:
-    """Refuse, before anything is sent, a run whose local pictures have nowhere to go."""
+def require_destination(spec: UploadSpec | None, *, sandbox: bool, base: Path) -> None:
+    """Refuse, before anything is sent, a run whose local pictures have nowhere to go (no
+    ``upload:`` section, the S3 extra missing, an upload command that is not there)."""
     if spec is None and not sandbox:
         raise UsageError(
             "the manifest sends local pictures but has no upload: section saying where they "
@@ -417,27 +448,46 @@ def require_destination(spec: UploadSpec | None, *, sandbox: bool) -> None:
     s3 = spec is not None and isinstance(spec.method, S3Spec)
     if s3 and importlib.util.find_spec("obstore") is None:
         raise UsageError(S3_EXTRA_MISSING)
-
-
-S3_EXTRA_MISSING = "S3 uploads need the s3 extra: pip install 'ruxa-batch[s3]'"
+    if spec is not None and isinstance(spec.method, CommandSpec):
+        program = spec.method.argv[0]
+        found = (
+            os.access(base / program, os.X_OK) and (base / program).is_file()
+            if "/" in program
+            else shutil.which(program) is not None
+        )
+        if not found and "{" not in program:
+            where = "in the manifest's folder" if "/" in program else "on the PATH"
+            raise UsageError(
+                f"the upload command {program!r} was not found {where} (or is not executable); "
+                "a relative path in upload.command is relative to the manifest's folder"
+            )
 
 
 def destination_for(
-    spec: UploadSpec | None, *, sandbox_url: str | None = None, sandbox_key: str | None = None
+    spec: UploadSpec | None,
+    *,
+    base: Path,
+    sandbox_url: str | None = None,
+    sandbox_key: str | None = None,
+    republish: bool = False,
 ) -> Destination:
     """The destination of a run's local files: the manifest's ``upload:`` section, else the
-    sandbox of a ``--sandbox`` run (:class:`UsageError` when there is neither)."""
-    require_destination(spec, sandbox=sandbox_url is not None)
+    sandbox of a ``--sandbox`` run (:class:`UsageError` when there is neither). ``republish``:
+    URLs recorded by earlier runs are not reused."""
+    require_destination(spec, sandbox=sandbox_url is not None, base=base)
+    reuse = not republish
     if spec is None:
         assert sandbox_url is not None
-        return Destination(HttpUploader(sandbox_url, api_key=sandbox_key or "sandbox"))
-    method = spec.method
-    if isinstance(method, S3Spec):
+        uploader: Uploader = HttpUploader(sandbox_url, api_key=sandbox_key or "sandbox")
+    elif isinstance(spec.method, S3Spec):
         from ruxa_batch.upload_s3 import make_s3_uploader
 
         lifetime = url_lifetime(spec)
         assert lifetime is not None
-        return Destination(make_s3_uploader(method, url_lifetime=lifetime))
-    if isinstance(method, CommandSpec):
-        return Destination(CommandUploader(method, url_lifetime=spec.url_lifetime))
-    return Destination(HttpUploader(method.base_url), reuse_recorded=False)
+        uploader = make_s3_uploader(spec.method, url_lifetime=lifetime)
+    elif isinstance(spec.method, CommandSpec):
+        uploader = CommandUploader(spec.method, url_lifetime=spec.url_lifetime, folder=base)
+    else:
+        # Already published: the site may have changed since, so each run asks again.
+        uploader, reuse = HttpUploader(spec.method.base_url), False
+    return Destination(uploader, reuse_recorded=reuse)

@@ -147,11 +147,11 @@ def test_file_stem_and_name_variables(hermetic: Path) -> None:
     assert job.prompt == "photos/Red Mug.v2.png | Red Mug.v2 | Red Mug.v2.png"
 
 
-def test_a_list_of_patterns_keeps_their_order_and_each_file_once(hermetic: Path) -> None:
+def test_a_list_of_patterns_gives_each_file_once_sorted_by_path(hermetic: Path) -> None:
     for name in ("a", "b", "c"):
         picture(hermetic / "photos" / f"{name}.png")
     write(hermetic, globbed("['photos/c.png', 'photos/*.png']"))
-    assert [job.id for job in load_manifest(hermetic / "m.yaml").jobs] == ["c", "a", "b"]
+    assert [job.id for job in load_manifest(hermetic / "m.yaml").jobs] == ["a", "b", "c"]
 
 
 def test_files_times_rows_times_matrix(run, hermetic: Path) -> None:
@@ -529,8 +529,8 @@ def test_the_same_bytes_under_two_names_are_one_request_and_one_file(run, hermet
     assert (same.code, same.err) == (
         2,
         "same.yaml:6:9: $.jobs[1].id: job 'b' sends exactly the same request as job 'a' "
-        "(jobs[0], line 3); use 'variants: 2' on one job to get several generations of one "
-        "request\n",
+        "(jobs[0], line 3): copy/front-again.png and front.png hold the same bytes; delete one "
+        "copy, or put {name} in the prompt to make them two requests\n",
     )
     write(
         hermetic,
@@ -631,3 +631,12 @@ def test_a_file_changed_after_reading_is_caught_before_sending(hermetic: Path) -
     photo.write_bytes(png("another"))
     with pytest.raises(ChangedOnDisk, match=r"^mug\.png changed on disk"):
         local.read()
+
+
+def test_a_recursive_glob_never_takes_in_the_runs_own_outputs(run, hermetic: Path) -> None:
+    picture(hermetic / "shoot" / "a.png")
+    write(hermetic, globbed("'**/*.png'"))
+    # Pictures a run left in the output folders (real and sandbox) are not inputs.
+    for folder in ("out/m", "out/m.sandbox", "out/m.sandbox/uploads"):
+        picture(hermetic / folder / "a-1.png", data=png(folder))
+    assert [job.id for job in load_manifest(hermetic / "m.yaml").jobs] == ["a"]

@@ -11,7 +11,10 @@ import asyncio
 import functools
 import http.server
 import json
+import os
+import signal
 import sqlite3
+import subprocess
 import sys
 import threading
 import time
@@ -428,7 +431,7 @@ def test_a_file_changed_since_planning_is_not_published(tmp_path: Path) -> None:
     file.path.write_bytes(
         render("edited after the manifest was read", width=8, height=8, fmt="png")
     )
-    uploader = CommandUploader(CommandSpec(("true", "{path}")), url_lifetime=None)
+    uploader = CommandUploader(CommandSpec(("true", "{path}")), url_lifetime=None, folder=tmp_path)
     with pytest.raises(UploadFailed) as failed:
         asyncio.run(uploader.publish(file, now=0.0))
     assert str(failed.value) == "a.png changed on disk since the manifest was read"
@@ -443,3 +446,87 @@ def test_command_arguments_are_templates_with_literal_braces(tmp_path: Path) -> 
         str(file.path),
         f"a.png:{file.sha256}.png",
     ]
+
+
+def test_an_upload_command_runs_in_the_manifests_folder(run, hermetic, sandbox, keyed) -> None:
+    keyed(sandbox)
+    folder = hermetic / "catalog"
+    folder.mkdir()
+    command_manifest(folder, photos=1)  # its command names uploader.py relative to the folder
+    result = run([*args(sandbox)[:2], "catalog/m.yaml", *args(sandbox)[3:]])
+    assert result.code == 0, result.err
+    assert len(calls(folder)) == 1
+
+
+def test_an_upload_command_that_is_not_there_is_refused_before_anything_is_sent(
+    run, hermetic, sandbox, keyed
+) -> None:
+    keyed(sandbox)
+    command_manifest(hermetic, photos=1)
+    text = (hermetic / "m.yaml").read_text()
+    (hermetic / "m.yaml").write_text(text.replace(json.dumps(sys.executable), "./publish-photo"))
+    result = run(args(sandbox))
+    assert result.code == 2
+    assert result.err.strip() == (
+        "error: the upload command './publish-photo' was not found in the manifest's folder (or "
+        "is not executable); a relative path in upload.command is relative to the manifest's "
+        "folder"
+    )
+    assert sandbox.counters()["creates"] == 0
+
+
+def test_republish_uploads_again_what_earlier_runs_recorded(run, hermetic, sandbox, keyed) -> None:
+    keyed(sandbox)
+    command_manifest(hermetic, photos=2)
+    assert run(args(sandbox)).code == 0
+    assert len(calls(hermetic)) == 2
+    text = (hermetic / "m.yaml").read_text().replace("[warm, cold]", "[warm, cold, golden]")
+    (hermetic / "m.yaml").write_text(text)
+    assert run(args(sandbox, "--republish")).code == 0
+    assert len(calls(hermetic)) == 4
+    assert summary(hermetic)["files_published_this_run"] == 2
+
+
+SLOW_UPLOADER = """\
+import os, sys, time
+open(sys.argv[1], "w").write(str(os.getpid()))
+time.sleep(60)
+print("https://cdn.example.com/late.png")
+"""
+
+
+def test_ctrl_c_during_an_upload_stops_it_at_once_and_loses_nothing(
+    hermetic: Path, sandbox_factory
+) -> None:
+    server = sandbox_factory()
+    picture(hermetic / "a.png", "a")
+    (hermetic / "slow.py").write_text(SLOW_UPLOADER)
+    (hermetic / "m.yaml").write_text(
+        "version: 1\nname: t\nupload:\n"
+        f"  command: [{json.dumps(sys.executable)}, slow.py, pid, '{{path}}']\n"
+        "jobs:\n  - id: a\n    prompt: p\n    images: [a.png]\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ruxa_batch", "run", "m.yaml", "--base-url", server.base_url],
+        cwd=hermetic,
+        env={**os.environ, "RUXA_API_KEY": server.api_key},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    pid_file = hermetic / "pid"
+    deadline = time.monotonic() + 20
+    while not (pid_file.exists() and pid_file.read_text()):
+        assert time.monotonic() < deadline and process.poll() is None, "the upload never began"
+        time.sleep(0.05)
+    uploader = int(pid_file.read_text())
+    started = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    _out, err = process.communicate(timeout=20)
+    assert process.returncode == 130, err
+    assert time.monotonic() - started < 10  # not the upload command's 60 s
+    with pytest.raises(ProcessLookupError):  # the upload command was killed, not orphaned
+        os.kill(uploader, 0)
+    assert server.counters()["creates"] == 0
+    rows = results(hermetic)["jobs"]
+    assert [(row["id"], row["status"]) for row in rows] == [("a", "pending")]
