@@ -168,8 +168,14 @@ def _raise_for(status: int, message: str, headers: Mapping[str, str]) -> None:
     raise ServerError(status, message)
 
 
+# The query of a URL the API quotes back (an input it could not read): a presigned URL's
+# signature and access key ID are there, and would be kept in results and reports.
+_URL_QUERY = re.compile(r"(?i)\b(https?://[^\s?#\"'<>()]*)\?[^\s#\"'<>()\]]*")
+
+
 def _short(text: str, width: int = 200) -> str:
-    flat = " ".join(text.split())
+    """What the API said, on one line, at most ``width`` characters, URL queries hidden."""
+    flat = _URL_QUERY.sub(r"\1?[query hidden]", " ".join(text.split()))
     return flat if len(flat) <= width else flat[: width - 3] + "..."
 
 

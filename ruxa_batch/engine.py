@@ -149,6 +149,11 @@ class Events:
         """One local picture is published (``sent`` bytes went out), or failed with ``error``."""
 
 
+class StaleUrls(Exception):
+    """At the last moment before a create leaves, one of its input URLs would expire before the
+    task could start (the create waited long for its turn): renew them and queue again."""
+
+
 @dataclass(frozen=True)
 class _Watched:
     """How watching a task ended: a finished state, or None when it is left unfinished."""
@@ -265,9 +270,12 @@ class Engine:
                 work.append((job, decision))
         if self.publisher is not None:
             # Uploads begin at once, on their own limit: a job then waits only for its files.
-            self.publisher.start(
-                file for job, decision in work if decision.creates_now for file in job.local_files
-            )
+            # Under a cap, only the files of the jobs the cap lets through (others are
+            # published when a job asks, if it ever may).
+            creating = [job for job, decision in work if decision.creates_now]
+            if self.options.max_tasks is not None:
+                creating = creating[: self.options.max_tasks]
+            self.publisher.start(file for job in creating for file in job.local_files)
         tasks = [asyncio.ensure_future(self.guarded(job, decision)) for job, decision in work]
         try:
             await asyncio.gather(*tasks)
@@ -316,8 +324,7 @@ class Engine:
         self.outcome.stopped_by = reason
         self.client.limiter.open()
         self.timer.wake_all()
-        if self.publisher is not None:
-            self.publisher.halt()
+        self.stop_publishing()
 
     def gate(self) -> None:
         """``before_send`` hook of status queries: nothing leaves once the run halts."""
@@ -356,10 +363,18 @@ class Engine:
                         failure=FailureClass.TRANSIENT,
                     )
                     return
+                if self.cannot_create():
+                    # Nothing will be sent for it (the cap, a 402, a halt): no upload either.
+                    self.note_cap()
+                    self.not_submitted(job)
+                    return
                 urls = await self.published(job)
                 if urls is None:
                     return
-                task_id = await self.submit(job, urls)
+                try:
+                    task_id = await self.submit(job, urls)
+                except StaleUrls:
+                    continue  # renewed at the top of the loop, then queued again
                 if task_id is None:
                     return
                 attempts += 1
@@ -428,8 +443,11 @@ class Engine:
         except UploadFailed as exc:
             self.leave(job, JobStatus.PENDING, f"upload failed: {exc}")
             return None
-        except UploadStopped:
-            self.events.job_finished(job, JobStatus.PENDING, "the run stopped")
+        except UploadStopped:  # creating stopped (Ctrl-C, the cap, a 402) while it waited
+            if self.halted:
+                self.events.job_finished(job, JobStatus.PENDING, "the run stopped")
+            else:
+                self.not_submitted(job)
             return None
 
     async def submit(self, job: Job, urls: dict[str, str]) -> str | None:
@@ -463,11 +481,15 @@ class Engine:
                 "rerun with --retry-uncertain to submit it again",
             )
             return None
+        self.not_submitted(job)
+        return None
+
+    def not_submitted(self, job: Job) -> None:
+        """Record that ``job`` leaves this run without a create (creating stopped)."""
         if not self.halted:
             self.outcome.not_submitted += 1
         self.store.set_status(job.key, JobStatus.PENDING)
         self.events.job_finished(job, JobStatus.PENDING, "not submitted")
-        return None
 
     async def create_once(self, job: Job, urls: dict[str, str]) -> str:
         """One create request, recorded: write-ahead before it leaves, its outcome after."""
@@ -492,6 +514,8 @@ class Engine:
             if self.cannot_create():
                 self.note_cap()
                 raise Withdrawn
+            if urls and self.publisher is not None and not self.publisher.still_good(urls):
+                raise StaleUrls
             numbers.append(self.store.begin_attempt(job.key))
             self.in_flight += 1
 
@@ -539,6 +563,7 @@ class Engine:
             self.capped = True
             self.outcome.stopped_by = self.outcome.stopped_by or StopReason.MAX_TASKS
             self.client.limiter.sweep()
+            self.stop_publishing()
 
     def stop_creates(self, reason: StopReason) -> None:
         """No more creates in this run (402 or the cap); running tasks are still followed.
@@ -549,6 +574,12 @@ class Engine:
         self.stop_creating = True
         self.outcome.stopped_by = self.outcome.stopped_by or reason
         self.client.limiter.sweep()
+        self.stop_publishing()
+
+    def stop_publishing(self) -> None:
+        """No create will leave any more: uploads in progress are pointless, stop them."""
+        if self.publisher is not None:
+            self.publisher.halt()
 
     def within_cap(self) -> bool:
         """Whether one more create stays within --max-tasks (lost answers count as tasks)."""

@@ -21,7 +21,6 @@ from ruxa_batch.local_files import (
     COMMAND_PLACEHOLDERS,
     DEFAULT_MAX_FILE_MB,
     DEFAULT_UPLOAD_CONCURRENCY,
-    DEFAULT_URL_LIFETIME,
     BaseUrlSpec,
     CommandSpec,
     LocalFile,
@@ -74,11 +73,13 @@ class FileReader:
             return False
 
     def shown(self, path: Path) -> str:
-        """``path`` as a manifest names it: relative to the manifest's folder, else absolute."""
+        """``path`` as a manifest names it: relative to the manifest's folder, else absolute;
+        ``./shot:1.png`` for a name that would read as a URL (the scheme ``shot``)."""
         try:
-            return path.relative_to(self.base).as_posix()
+            shown = path.relative_to(self.base).as_posix()
         except ValueError:
             return str(path)
+        return f"./{shown}" if is_url(shown) else shown
 
     def glob(self, pattern: str, where: PathKey) -> list[tuple[str, str, str]] | None:
         """The ``(file, stem, name)`` variables of each file ``pattern`` matches, sorted by path;
@@ -134,9 +135,7 @@ class FileReader:
         normal = os.path.normpath(hit)
         # normpath drops "dir/.." without asking the disk: through a linked folder that names
         # another file (or none), so the hit is then kept as matched.
-        shown = self.shown(Path(normal if Path(normal).resolve() == real else hit))
-        # "shot:1.png" would read as a URL with the scheme "shot": "./" keeps it a path.
-        return f"./{shown}" if is_url(shown) else shown
+        return self.shown(Path(normal if Path(normal).resolve() == real else hit))
 
     def local(self, text: str, where: PathKey, suffix: str) -> LocalFile | None:
         """The picture at path ``text``; None after reporting why it cannot be sent."""
@@ -229,7 +228,6 @@ def read_upload(raw: Mapping[str, Any], log: ProblemLog) -> UploadSpec | None:
             endpoint_url=s3.get("endpoint_url"),
             region=s3.get("region"),
         )
-        lifetime = float(lifetime) if lifetime is not None else DEFAULT_URL_LIFETIME
     elif "command" in raw:
         argv = tuple(str(arg) for arg in raw["command"])
         ok = True

@@ -9,7 +9,7 @@ from typing import Any, TextIO
 
 from ruxa_batch.engine import Events
 from ruxa_batch.jobs import Job
-from ruxa_batch.local_files import LocalFile, plural, size_text
+from ruxa_batch.local_files import LocalFile
 from ruxa_batch.statuses import FailureClass, JobStatus
 
 LOG_INTERVAL = 10.0
@@ -43,6 +43,7 @@ class Progress(Events):
         self._bar: Any = None
         self._uploads_bar: Any = None
         self.uploads_total = 0
+        self.uploads_size = 0
         self.uploads_done = 0
         self.uploads_failed = 0
         self._ticker: asyncio.Task[None] | None = None
@@ -136,20 +137,22 @@ class Progress(Events):
             self.line(f"warning: {message}")
 
     def uploads_planned(self, files: int, size: int) -> None:
-        self.uploads_total = files
-        if files and self.mode == "bar":
-            from tqdm import tqdm
+        self.uploads_total += files
+        self.uploads_size += size
+        if self.mode == "bar":
+            if self._uploads_bar is None:
+                from tqdm import tqdm
 
-            self._uploads_bar = tqdm(
-                total=files,
-                unit="file",
-                desc="publishing",
-                file=self.stream,
-                position=1,
-                leave=False,
-            )
-        elif files and self.mode == "log":
-            self.line(f"publishing {plural(files, 'local picture')} ({size_text(size)})")
+                self._uploads_bar = tqdm(
+                    total=0,
+                    unit="file",
+                    desc="publishing",
+                    file=self.stream,
+                    position=1,
+                    leave=False,
+                )
+            self._uploads_bar.total = self.uploads_total
+            self._uploads_bar.refresh()
 
     def upload_finished(self, file: LocalFile, *, sent: int, error: str | None) -> None:
         self.uploads_done += 1

@@ -18,7 +18,6 @@ repeated is harmless here, as the key is the content's hash.
 
 from __future__ import annotations
 
-import asyncio
 import configparser
 import os
 import re
@@ -32,11 +31,10 @@ from ruxa_batch.errors import UsageError
 from ruxa_batch.local_files import (
     MAX_URL_LIFETIME,
     S3_EXTRA_MISSING,
-    ChangedOnDisk,
     LocalFile,
     S3Spec,
 )
-from ruxa_batch.uploads import Published, Uploader, UploadFailed
+from ruxa_batch.uploads import Published, Uploader, UploadFailed, read_unchanged
 
 if TYPE_CHECKING:
     from obstore.store import ClientConfig, S3Config, S3Store
@@ -212,15 +210,7 @@ class S3Uploader:
         sent = 0
         try:
             if not await self._holds(key, file.size):
-                try:
-                    # Reading and re-hashing 10 MB takes a while: off the event loop.
-                    data = await asyncio.to_thread(file.read)
-                except ChangedOnDisk as exc:
-                    raise UploadFailed(str(exc)) from exc
-                except OSError as exc:
-                    raise UploadFailed(
-                        f"cannot read {file.shown}: {exc.strerror or type(exc).__name__}"
-                    ) from exc
+                data = await read_unchanged(file)
                 await obstore.put_async(
                     self._store,
                     key,

@@ -8,14 +8,17 @@ before the first create that needs it, and records the URL in the state (keyed b
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -93,7 +96,7 @@ class UploadEvents(Protocol):
     """What the progress display hears of uploads."""
 
     def uploads_planned(self, files: int, size: int) -> None:
-        """This run publishes ``files`` files of ``size`` bytes in all (0: all are known)."""
+        """``files`` more files of ``size`` bytes in all are to be published in this run."""
 
     def upload_finished(self, file: LocalFile, *, sent: int, error: str | None) -> None:
         """One file is published (``sent`` bytes went out), or failed with ``error``."""
@@ -134,6 +137,7 @@ class Publisher:
         self.stopped = False  # the run halted: publishes in progress are cancelled
         self._running: dict[str, asyncio.Task[str]] = {}  # sha256 -> URL, being published
         self._done: dict[str, tuple[str, float | None]] = {}  # sha256 -> URL, expiry
+        self._expiry: dict[str, float | None] = {}  # every URL handed out -> its expiry
 
     def fresh(self, expires_at: float | None) -> bool:
         """Whether a URL expiring at ``expires_at`` may still be handed to a create."""
@@ -151,15 +155,14 @@ class Publisher:
     def start(self, files: Iterable[LocalFile]) -> None:
         """Begin publishing, in the order given, every file of ``files`` that needs it (call
         inside the event loop); jobs then wait only for their own files."""
-        needed = self.needed(files)
-        if self.events is not None:
-            self.events.uploads_planned(len(needed), sum(file.size for file in needed))
-        for file in needed:
+        for file in self.needed(files):
             self._begin(file)
 
     def _begin(self, file: LocalFile) -> asyncio.Task[str]:
         task = self._running.get(file.sha256)
         if task is None or (task.done() and not task.cancelled() and task.exception() is None):
+            if self.events is not None:  # the start's files, then renewals and late ones
+                self.events.uploads_planned(1, file.size)
             task = asyncio.get_running_loop().create_task(self._publish(file))
             self._running[file.sha256] = task
         return task
@@ -205,9 +208,11 @@ class Publisher:
         :class:`UploadStopped` if the run halts first."""
         done = self._done.get(file.sha256)
         if done is not None and self.fresh(done[1]):
+            self._expiry[done[0]] = done[1]
             return done[0]
         record = self._recorded.get(file.sha256) if self.reuse else None
         if done is None and record is not None and self.fresh(record.expires_at):
+            self._expiry[record.url] = record.expires_at
             return record.url
         if self.halted():
             raise UploadStopped
@@ -217,11 +222,18 @@ class Publisher:
             task = self._begin(file)
         # A failed publish is not repeated in this run: every job of the file hears why.
         try:
-            return await asyncio.shield(task)
+            url = await asyncio.shield(task)
         except asyncio.CancelledError:
             if self.halted() and task.cancelled():
                 raise UploadStopped from None
             raise
+        self._expiry[url] = self._done[file.sha256][1]
+        return url
+
+    def still_good(self, urls: Mapping[str, str]) -> bool:
+        """Whether the URLs a create carries (by sha256) may still leave with it: checked at
+        the last moment, since a create may wait long for its rate-limit token."""
+        return all(self.fresh(self._expiry.get(url)) for url in urls.values())
 
     async def urls_for(self, files: Sequence[LocalFile]) -> dict[str, str]:
         """The URLs of ``files`` by sha256, once each is published."""
@@ -284,7 +296,7 @@ class CommandUploader:
         return "command " + json.dumps(list(self.spec.argv))
 
     async def publish(self, file: LocalFile, *, now: float) -> Published:
-        await _unchanged(file)  # the command reads the file itself: it must be the planned one
+        await read_unchanged(file)  # the command reads the file itself: it must be the planned one
         argv = _fill(self.spec.argv, file)
         # The tool gets the user's environment (its own credentials) but never the API key.
         env = {name: value for name, value in os.environ.items() if name != API_KEY_ENV}
@@ -339,14 +351,34 @@ class CommandUploader:
         return None
 
 
-async def _unchanged(file: LocalFile) -> bytes:
-    """The file's bytes, if they are still the ones its jobs were planned with."""
+async def _same_content(headers: httpx.Headers, file: LocalFile) -> bool:
+    """Whether a published copy's checksum, when its server gives one, is the local file's:
+    S3's ``x-amz-checksum-sha256``, or an ETag that is an MD5 (S3 and others, for a file put
+    in one part). A server that gives neither is trusted on the size alone."""
+    checksum = headers.get("x-amz-checksum-sha256")
+    if checksum:
+        expected = base64.b64encode(bytes.fromhex(file.sha256)).decode()
+        return bool(checksum.strip() == expected)
+    etag = headers.get("etag", "").strip()
+    if _MD5_ETAG.fullmatch(etag):
+        data = await read_unchanged(file)
+        digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        return bool(digest == etag.strip('"').lower())
+    return True
+
+
+_MD5_ETAG = re.compile(r'"?[0-9A-Fa-f]{32}"?')
+
+
+async def read_unchanged(file: LocalFile) -> bytes:
+    """The file's bytes, if they are still the ones its jobs were planned with (read and
+    re-hashed off the event loop); :class:`UploadFailed` if not."""
     try:
         return await asyncio.to_thread(file.read)
     except ChangedOnDisk as exc:
         raise UploadFailed(str(exc)) from None
     except OSError as exc:
-        raise UploadFailed(f"{file.shown}: {os_reason(exc)}") from None
+        raise UploadFailed(f"cannot read {file.shown}: {os_reason(exc)}") from None
 
 
 def _last_line(data: bytes) -> str:
@@ -389,6 +421,11 @@ class HttpUploader:
             raise UploadFailed(
                 f"{file.shown}: {url} holds {int(length):,} bytes, the local file "
                 f"{file.size:,}: the published copy is not this file"
+            )
+        if not await _same_content(answer.headers, file):
+            raise UploadFailed(
+                f"{file.shown}: the copy at {url} has other bytes than the local file (its "
+                "checksum differs): publish the folder again"
             )
         return Published(url, None, 0)
 

@@ -180,7 +180,8 @@ EXPECTED: dict[str, list[str]] = {
         "local_images.roots",
     ],
     "local_empty_glob.yaml": [
-        "local_empty_glob.yaml:6:12: $.jobs[0].files: 'pictures/*.gif' matches no file",
+        "local_empty_glob.yaml:6:12: $.jobs[0].files: 'pictures/*.gif' matches no file "
+        "(patterns are case-sensitive)",
     ],
     "local_files_variable_clash.yaml": [
         "local_files_variable_clash.yaml:8:12: $.jobs[0].files: files gives the variable "

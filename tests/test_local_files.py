@@ -30,6 +30,7 @@ from ruxa_batch.manifest import load_manifest
 from ruxa_batch.manifest_files import FileReader
 from ruxa_batch.manifest_problems import ProblemLog
 from ruxa_batch.sandbox.images import render
+from ruxa_batch.uploads import url_lifetime
 from ruxa_batch.yamlsource import load_yaml
 
 MODEL = "google/nano-banana-edit"
@@ -190,7 +191,7 @@ def test_a_globbed_file_whose_name_looks_like_a_scheme_stays_a_path(hermetic: Pa
     picture(hermetic / "shot:1.png")
     write(hermetic, globbed("'shot*.png'"))
     (job,) = load_manifest(hermetic / "m.yaml").jobs
-    assert job.image_names == ("shot:1.png",)
+    assert job.image_names == ("./shot:1.png",)  # never read as a URL in results or the report
 
 
 def test_a_named_file_that_looks_like_a_scheme_gets_a_hint(run, hermetic: Path) -> None:
@@ -240,7 +241,7 @@ def test_upload_sections_are_read(hermetic: Path) -> None:
     s3 = load_manifest(hermetic / "s3.yaml").upload
     command = load_manifest(hermetic / "command.yaml").upload
     base = load_manifest(hermetic / "b.yaml").upload
-    assert s3 is not None and s3.method == S3Spec("my-bucket") and s3.url_lifetime == 86_400
+    assert s3 is not None and s3.method == S3Spec("my-bucket") and url_lifetime(s3) == 86_400
     assert command is not None and isinstance(command.method, CommandSpec)
     assert command.url_lifetime is None
     assert base is not None and base.method == BaseUrlSpec("https://cdn.example.com/in/")
