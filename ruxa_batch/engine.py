@@ -191,6 +191,8 @@ class Engine:
         self.halted = False  # 401 or Ctrl-C: no more requests of any kind
         self.in_flight = 0  # creates sent and not answered yet
         self.holding = 0  # creates that hold a rate-limit token and wait for a connection
+        self.preparing = 0  # jobs publishing their local pictures before a create
+        self._room = asyncio.Event()  # set (and replaced) when a place under the cap may free
         self.capped = False  # the --max-tasks cap stopped a create
         self._records: dict[str, JobRecord] = {}
         self._ledger: Ledger | None = None
@@ -325,6 +327,7 @@ class Engine:
         self.client.limiter.open()
         self.timer.wake_all()
         self.stop_publishing()
+        self.room_changed()
 
     def gate(self) -> None:
         """``before_send`` hook of status queries: nothing leaves once the run halts."""
@@ -363,7 +366,7 @@ class Engine:
                         failure=FailureClass.TRANSIENT,
                     )
                     return
-                if self.cannot_create():
+                if job.local_files and not await self.room_to_publish():
                     # Nothing will be sent for it (the cap, a 402, a halt): no upload either.
                     self.note_cap()
                     self.not_submitted(job)
@@ -443,12 +446,38 @@ class Engine:
         except UploadFailed as exc:
             self.leave(job, JobStatus.PENDING, f"upload failed: {exc}")
             return None
-        except UploadStopped:  # creating stopped (Ctrl-C, the cap, a 402) while it waited
+        except UploadStopped:  # creating stopped (Ctrl-C, a 402) while it waited
             if self.halted:
                 self.events.job_finished(job, JobStatus.PENDING, "the run stopped")
             else:
                 self.not_submitted(job)
             return None
+        finally:
+            self.preparing -= 1  # taken by room_to_publish
+            self.room_changed()
+
+    async def room_to_publish(self) -> bool:
+        """Wait until one more job may publish its local pictures for a create.
+
+        Under --max-tasks the jobs publishing count as creates here (not in the cap itself), so
+        the pictures of the jobs the cap will stop are not uploaded; a place taken by a job whose
+        upload fails is given back: a failed upload never counts against the cap. False when no create will leave
+        any more: creating stopped, or the tasks made (and possibly made) reach the cap.
+        """
+        cap = self.options.max_tasks
+        while not (self.stop_creating or self.capped):
+            if cap is None or self.used() + self.preparing < cap:
+                self.preparing += 1
+                return True
+            if self.outcome.tasks_created + self.outcome.possible_tasks >= cap:
+                return False
+            await self._room.wait()
+        return False
+
+    def room_changed(self) -> None:
+        """Wake the jobs waiting in :meth:`room_to_publish` (a create ended, creating stopped)."""
+        self._room.set()
+        self._room = asyncio.Event()
 
     async def submit(self, job: Job, urls: dict[str, str]) -> str | None:
         """Create a task for ``job``; None when the job leaves this run without one."""
@@ -493,6 +522,12 @@ class Engine:
 
     async def create_once(self, job: Job, urls: dict[str, str]) -> str:
         """One create request, recorded: write-ahead before it leaves, its outcome after."""
+        try:
+            return await self._create_once(job, urls)
+        finally:
+            self.room_changed()
+
+    async def _create_once(self, job: Job, urls: dict[str, str]) -> str:
         if self.cannot_create():
             self.note_cap()
             raise Withdrawn
@@ -563,7 +598,7 @@ class Engine:
             self.capped = True
             self.outcome.stopped_by = self.outcome.stopped_by or StopReason.MAX_TASKS
             self.client.limiter.sweep()
-            self.stop_publishing()
+            self.room_changed()
 
     def stop_creates(self, reason: StopReason) -> None:
         """No more creates in this run (402 or the cap); running tasks are still followed.
@@ -575,6 +610,7 @@ class Engine:
         self.outcome.stopped_by = self.outcome.stopped_by or reason
         self.client.limiter.sweep()
         self.stop_publishing()
+        self.room_changed()
 
     def stop_publishing(self) -> None:
         """No create will leave any more: uploads in progress are pointless, stop them."""
@@ -586,10 +622,13 @@ class Engine:
         cap = self.options.max_tasks
         if cap is None:
             return True
-        used = (
+        return self.used() < cap
+
+    def used(self) -> int:
+        """Creates that count against the cap now: made, possibly made, sent, holding a token."""
+        return (
             self.outcome.tasks_created + self.outcome.possible_tasks + self.in_flight + self.holding
         )
-        return used < cap
 
     def record_failed_create(self, job: Job, attempt: int, exc: Exception) -> None:
         """Close the attempt of a create that got no task ID: rejected, or ambiguous."""

@@ -46,6 +46,7 @@ from ruxa_batch.statuses import JobStatus, StopReason
 from ruxa_batch.timing import Timer
 from ruxa_batch.tuning import Tuning
 from ruxa_batch.uploads import (
+    Destination,
     Publisher,
     destination_for,
     renewal_margin,
@@ -214,6 +215,18 @@ def _run_with_store(
         max_tasks=tuning.max_tasks,
         failure_rules=tuning.permanent_failures,
     )
+    # Where local pictures go, made now: missing credentials or tools stop the run before
+    # the confirmation and before anything is sent.
+    destination = None
+    if manifest.local_files():
+        sandbox = endpoint.identity == SANDBOX_ENDPOINT
+        destination = destination_for(
+            manifest.upload,
+            base=manifest.base,
+            sandbox_url=endpoint.base_url.rstrip("/") + "/" if sandbox else None,
+            sandbox_key=endpoint.api_key if sandbox else None,
+            republish=flags.republish,
+        )
     if not confirmed(manifest, store, flags, tuning, output_dir):
         emit(["not confirmed: nothing was sent"])
         return EXIT_INTERRUPTED
@@ -236,7 +249,7 @@ def _run_with_store(
                 options,
                 progress,
                 requests,
-                republish=flags.republish,
+                destination=destination,
             )
         )
     except (asyncio.CancelledError, KeyboardInterrupt):
@@ -294,7 +307,7 @@ async def _drive(
     progress: Progress,
     requests: list[int],
     *,
-    republish: bool = False,
+    destination: Destination | None = None,
 ) -> RunOutcome:
     """Run the engine with a client that is closed however the run ends; Ctrl-C or SIGTERM
     halts it gracefully, a second one leaves at once."""
@@ -306,15 +319,7 @@ async def _drive(
         limiter=RateLimiter(tuning.rate_limit, timer=timer),
     )
     publisher = None
-    if manifest.local_files():
-        sandbox = endpoint.identity == SANDBOX_ENDPOINT
-        destination = destination_for(
-            manifest.upload,
-            base=manifest.base,
-            sandbox_url=endpoint.base_url.rstrip("/") + "/" if sandbox else None,
-            sandbox_key=endpoint.api_key if sandbox else None,
-            republish=republish,
-        )
+    if destination is not None:
         spec = manifest.upload
         publisher = Publisher(
             destination,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import http.server
 import json
 import os
@@ -23,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import results
+from helpers import drive, engine_for, results
 
+from ruxa_batch.client import parse_task
 from ruxa_batch.local_files import CommandSpec, LocalFile, hash_file
 from ruxa_batch.sandbox.images import render
 from ruxa_batch.state import StateStore
@@ -63,7 +65,14 @@ def picture(path: Path, key: str, *, size: tuple[int, int] = (24, 16)) -> Path:
     return path
 
 
-def command_manifest(folder: Path, *, mode: str = "ok", extra: str = "", photos: int = 3) -> Path:
+def command_manifest(
+    folder: Path,
+    *,
+    mode: str = "ok",
+    extra: str = "",
+    photos: int = 3,
+    prompt: str = "Make it {tone}",
+) -> Path:
     for number in range(photos):
         picture(folder / "photos" / f"p{number}.png", f"photo {number}")
     (folder / "uploader.py").write_text(UPLOADER)
@@ -75,7 +84,7 @@ def command_manifest(folder: Path, *, mode: str = "ok", extra: str = "", photos:
         f"  command: [{json.dumps(sys.executable)}, uploader.py, calls.log, {mode},"
         " '{path}', '{sha256}', '{ext}']\n" + extra + "jobs:\n"
         "  - id: '{stem}-{tone}'\n"
-        "    prompt: 'Make it {tone}'\n"
+        f"    prompt: '{prompt}'\n"
         "    images: ['{file}']\n"
         "    files: 'photos/*.png'\n"
         "    matrix:\n"
@@ -124,7 +133,7 @@ def test_each_file_is_uploaded_once_and_a_second_run_uploads_nothing(
     run, hermetic, sandbox, keyed
 ) -> None:
     keyed(sandbox)
-    command_manifest(hermetic)
+    command_manifest(hermetic, prompt="Make {stem} {tone}")
     first = run(args(sandbox))
     assert first.code == 0, first.err
     # 3 photos x 2 tones: 6 tasks, but each photo uploaded once, and never with the API key.
@@ -135,14 +144,12 @@ def test_each_file_is_uploaded_once_and_a_second_run_uploads_nothing(
     )
     assert not any(call["key"] for call in logged)
     assert summary(hermetic)["files_published_this_run"] == 3
-    # Each task got the URL its own photo was published at.
+    # Each task got the URL its own photo was published at (the prompt names the photo).
+    shas = {f"p{n}": hash_file(hermetic / "photos" / f"p{n}.png")[0] for n in range(3)}
     for task in sandbox.tasks():
-        prompt = task["request"]["input"]["prompt"]
+        _, stem, _tone = task["request"]["input"]["prompt"].split()
         (url,) = task["request"]["input"]["image_urls"]
-        assert url.startswith("https://cdn.example.com/in/"), url
-        assert prompt in ("Make it warm", "Make it cold")
-    shas = {hash_file(hermetic / "photos" / f"p{n}.png")[0] for n in range(3)}
-    assert {url.rsplit("/", 1)[1].split(".")[0] for (url,) in sent_images(sandbox)} == shas
+        assert url == f"https://cdn.example.com/in/{shas[stem]}.png"
     # The results show the photo by its path, not by where it was uploaded.
     rows = results(hermetic)["jobs"]
     assert sorted(row["images"][0] for row in rows) == sorted(
@@ -207,9 +214,9 @@ def test_a_failed_upload_leaves_only_its_jobs_pending_and_creates_nothing(
         "  - id: web\n    prompt: From the web\n    images: ['https://cdn.example.com/web.png']\n"
     )
     (hermetic / "m.yaml").write_text(text)
-    result = run(args(sandbox, "--max-tasks", "1"))
+    result = run(args(sandbox, "--max-tasks", "2"))
     assert result.code == 4, result.err  # nothing failed: the photo's jobs wait for a later run
-    assert sandbox.counters()["creates"] == 1  # the URL job only; the cap was not touched
+    assert sandbox.counters()["creates"] == 1  # the URL job only: the failed upload used no task
     line = f"upload failed: photos/p0.png: {reason}"
     assert line in result.err.splitlines()
     rows = {row["id"]: row for row in results(hermetic)["jobs"]}
@@ -272,6 +279,12 @@ def static_site(tmp_path: Path) -> Iterator[tuple[str, Path, list[str]]]:
     class Handler(http.server.SimpleHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:
             seen.append(f"{self.command} {self.path}")
+
+        def end_headers(self) -> None:
+            tag = root / "etag"  # a test may make the site send an MD5 ETag, as S3 does
+            if tag.exists():
+                self.send_header("ETag", f'"{tag.read_text()}"')
+            super().end_headers()
 
     server = http.server.ThreadingHTTPServer(
         ("127.0.0.1", 0), functools.partial(Handler, directory=str(root))
@@ -530,3 +543,101 @@ def test_ctrl_c_during_an_upload_stops_it_at_once_and_loses_nothing(
     assert server.counters()["creates"] == 0
     rows = results(hermetic)["jobs"]
     assert [(row["id"], row["status"]) for row in rows] == [("a", "pending")]
+
+
+def test_the_cap_stops_uploads_too(run, hermetic, sandbox, keyed) -> None:
+    keyed(sandbox)
+    command_manifest(hermetic, photos=4)  # 8 jobs: p0-warm, p0-cold, p1-warm, ...
+    result = run(args(sandbox, "--max-tasks", "2"))
+    assert result.code == 3, result.err
+    assert sandbox.counters()["creates"] == 2
+    # Only the photo of the two jobs the cap let through was uploaded.
+    assert [Path(call["path"]).name for call in calls(hermetic)] == ["p0.png"]
+    statuses = {row["id"]: row["status"] for row in results(hermetic)["jobs"]}
+    assert [job for job, status in statuses.items() if status == "succeeded"] == [
+        "p0-warm",
+        "p0-cold",
+    ]
+
+
+def test_base_url_refuses_a_copy_whose_checksum_differs(
+    run, hermetic, sandbox, keyed, static_site
+) -> None:
+    keyed(sandbox)
+    base, root, _seen = static_site
+    picture(hermetic / "photos" / "a.png", "a")
+    # The same size, other bytes: only the server's MD5 ETag tells them apart.
+    local = (hermetic / "photos" / "a.png").read_bytes()
+    other = bytes([local[0] ^ 0]) + local[1:-1] + bytes([local[-1] ^ 1])
+    (root / "shop" / "photos").mkdir(parents=True)
+    (root / "shop" / "photos" / "a.png").write_bytes(other)
+    (root / "etag").write_text(hashlib.md5(other).hexdigest())
+    (hermetic / "m.yaml").write_text(
+        f"version: 1\nname: t\nupload:\n  base_url: {base}\njobs:\n"
+        "  - id: a\n    prompt: p\n    images: [photos/a.png]\n"
+    )
+    result = run(args(sandbox))
+    assert result.code == 4, result.err
+    assert sandbox.counters()["creates"] == 0
+    assert (
+        f"upload failed: photos/a.png: the copy at {base}photos/a.png has other bytes than the "
+        "local file (its checksum differs): publish the folder again"
+    ) in result.err.splitlines()
+    (root / "shop" / "photos" / "a.png").write_bytes(local)
+    (root / "etag").write_text(hashlib.md5(local).hexdigest())
+    assert run(args(sandbox)).code == 0
+    assert sandbox.counters()["creates"] == 1
+
+
+class JumpingPublisher(Publisher):
+    """Hands out URLs, then moves the wall clock on: the create waited long for its turn."""
+
+    def __init__(self, *args: Any, now: list[float], **kwargs: Any) -> None:
+        super().__init__(*args, clock=lambda: now[0], **kwargs)
+        self.now = now
+        self.jumped = False
+
+    async def urls_for(self, files: Any) -> dict[str, str]:
+        urls = await super().urls_for(files)
+        if not self.jumped:
+            self.jumped = True
+            self.now[0] += 2500  # 1,100 s of the first URL's 3,600 left: under the margin
+        return urls
+
+
+def test_a_url_that_went_stale_while_the_create_waited_is_renewed_before_it_leaves(
+    hermetic: Path, sandbox
+) -> None:
+    picture(hermetic / "a.png", "a")
+    path = hermetic / "m.yaml"
+    path.write_text(
+        "version: 1\nname: t\nupload:\n  command: [x, '{path}']\n"
+        "jobs:\n  - id: a\n    prompt: p\n    images: [a.png]\n"
+    )
+    engine = engine_for(path, sandbox, hermetic)
+    uploader = CountingUploader(lifetime=3600)
+    engine.publisher = JumpingPublisher(
+        Destination(uploader),
+        engine.store,
+        concurrency=1,
+        margin=renewal_margin(task_timeout=900, url_lifetime=3600),
+        now=[1_000_000.0],
+    )
+    asyncio.run(drive(engine))
+    (task,) = sandbox.tasks()
+    sha = engine.manifest.jobs[0].local_files[0].sha256
+    # The first URL never left: the create carried the renewed one.
+    assert task["request"]["input"]["image_urls"] == [f"https://x/{sha}/2"]
+    assert uploader.calls == [sha, sha]
+    assert sandbox.counters()["creates"] == 1
+
+
+def test_a_presigned_urls_query_is_hidden_in_what_the_api_says() -> None:
+    # The API quotes an input it could not read, signature and access key ID included: that
+    # text goes into the state, the results and the report.
+    signed = (
+        "https://shop.s3.amazonaws.com/in/a.png?X-Amz-Credential=AKIAEXAMPLE%2F20261125"
+        "&X-Amz-Signature=0123456789abcdef"
+    )
+    info = parse_task("t1", {"state": "fail", "failCode": "422", "failMsg": f"({signed}) gone"})
+    assert info.fail_msg == "(https://shop.s3.amazonaws.com/in/a.png?[query hidden]) gone"
