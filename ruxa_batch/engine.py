@@ -460,9 +460,10 @@ class Engine:
         """Wait until one more job may publish its local pictures for a create.
 
         Under --max-tasks the jobs publishing count as creates here (not in the cap itself), so
-        the pictures of the jobs the cap will stop are not uploaded; a place taken by a job whose
-        upload fails is given back: a failed upload never counts against the cap. False when no create will leave
-        any more: creating stopped, or the tasks made (and possibly made) reach the cap.
+        the pictures of the jobs the cap will stop are not uploaded; a place taken by a job
+        whose upload fails is given back: a failed upload never counts against the cap. False
+        when no create will leave any more: creating stopped, or the tasks made (and possibly
+        made) reach the cap.
         """
         cap = self.options.max_tasks
         while not (self.stop_creating or self.capped):

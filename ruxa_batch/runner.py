@@ -46,6 +46,7 @@ from ruxa_batch.statuses import JobStatus, StopReason
 from ruxa_batch.timing import Timer
 from ruxa_batch.tuning import Tuning
 from ruxa_batch.uploads import (
+    CREATE_SLACK,
     Destination,
     Publisher,
     destination_for,
@@ -330,6 +331,13 @@ async def _drive(
             ),
             events=progress,
         )
+        lifetime = url_lifetime(spec)
+        if lifetime is not None and lifetime < tuning.task_timeout + CREATE_SLACK:
+            progress.warn(
+                f"upload.url_lifetime ({lifetime:g} s) is shorter than task_timeout plus "
+                f"{CREATE_SLACK:g} s: a task that waits in the API's queue may find its input's "
+                "URL expired"
+            )
     async with client, contextlib.AsyncExitStack() as stack:
         if publisher is not None:
             stack.push_async_callback(publisher.aclose)
