@@ -45,13 +45,12 @@ from ruxa_batch.state import StateStore, state_path_for
 from ruxa_batch.statuses import JobStatus, StopReason
 from ruxa_batch.timing import Timer
 from ruxa_batch.tuning import Tuning
+from ruxa_batch.uploaders import destination_for, require_destination
 from ruxa_batch.uploads import (
     CREATE_SLACK,
     Destination,
     Publisher,
-    destination_for,
     renewal_margin,
-    require_destination,
     url_lifetime,
 )
 

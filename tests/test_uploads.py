@@ -30,13 +30,12 @@ from ruxa_batch.client import parse_task
 from ruxa_batch.local_files import CommandSpec, LocalFile, hash_file
 from ruxa_batch.sandbox.images import render
 from ruxa_batch.state import StateStore
+from ruxa_batch.uploaders import CommandUploader, _fill
 from ruxa_batch.uploads import (
-    CommandUploader,
     Destination,
     Published,
     Publisher,
     UploadFailed,
-    _fill,
     renewal_margin,
 )
 
