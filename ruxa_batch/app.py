@@ -26,8 +26,9 @@ from ruxa_batch.jobs import Manifest, display_path, output_dir_for
 from ruxa_batch.manifest import check_manifest, load_manifest
 from ruxa_batch.pictures import FileCheck, check_file, pictures_of
 from ruxa_batch.plan import make_plan, render
+from ruxa_batch.redo import RedoRequest
 from ruxa_batch.report import REPORT_FILENAME, write_report
-from ruxa_batch.results import build_table, to_csv, to_json, write_atomic
+from ruxa_batch.results import build_table, every_take, to_csv, to_json, write_atomic
 from ruxa_batch.schema import schema_text
 from ruxa_batch.settings import (
     InitSettings,
@@ -39,7 +40,7 @@ from ruxa_batch.settings import (
     ValidateSettings,
     VerifySettings,
 )
-from ruxa_batch.state import JobRecord, StateStore, state_path_for
+from ruxa_batch.state import JobRecord, StateStore, TakeRecord, state_path_for
 from ruxa_batch.statuses import CheckStatus, JobStatus
 from ruxa_batch.template import slugify
 from ruxa_batch.tuning import Tuning
@@ -124,8 +125,8 @@ def _records(
 
 def _read_state(
     manifest: Manifest, state: Path | None, *, sandbox: bool, needed_for: str | None = None
-) -> tuple[dict[str, JobRecord], dict[str, Any]]:
-    """The recorded jobs and the run history of a manifest's state file.
+) -> tuple[dict[str, JobRecord], dict[str, Any], dict[str, list[TakeRecord]]]:
+    """The recorded jobs, the run history and the earlier takes of a manifest's state file.
 
     No state file: empty for ``plan`` (nothing has run yet), an error for the commands that
     only read the state (``needed_for`` says what for): a made-up table of pending jobs, or a
@@ -134,14 +135,14 @@ def _read_state(
     path = state_path_for(output_dir_for(manifest.output.dir, sandbox=sandbox), state)
     if not path.exists():
         if needed_for is None:
-            return {}, {}
+            return {}, {}, {}
         hint = _elsewhere(manifest, state, sandbox=sandbox)
         raise UsageError(f"no state file at {display_path(path)}: {needed_for}{hint}")
     store = StateStore(path, readonly=True)
     try:
         if not store.schema_version():
-            return {}, {}
-        return store.job_records(), store.history()
+            return {}, {}, {}
+        return store.job_records(), store.history(), store.takes()
     finally:
         store.close()
 
@@ -161,14 +162,14 @@ def _elsewhere(manifest: Manifest, state: Path | None, *, sandbox: bool) -> str:
 def report(settings: ReportSettings) -> int:
     """Write the HTML contact sheet of a manifest's jobs, from the state and the pictures."""
     manifest = _load(settings.path, max_jobs=settings.max_jobs)
-    records, history = _read_state(
+    records, history, takes = _read_state(
         manifest, settings.state, sandbox=settings.sandbox, needed_for="nothing to report"
     )
     output_dir = output_dir_for(manifest.output.dir, sandbox=settings.sandbox)
     destination = settings.output or output_dir / REPORT_FILENAME
     try:
         write_report(
-            build_table(manifest, records),
+            build_table(manifest, records, takes),
             output_dir=output_dir,
             destination=destination,
             history=history,
@@ -219,6 +220,14 @@ def run(flags: RunFlags) -> int:
     return run_batch(flags)
 
 
+def redo(flags: RunFlags, request: RedoRequest) -> int:
+    """Make the selected jobs again (see :mod:`ruxa_batch.redo`)."""
+    from ruxa_batch.runner import run_batch
+
+    refuse_csv(flags.path)
+    return run_batch(flags, redo=request)
+
+
 def status(settings: StatusSettings) -> int:
     """Counts per status and the jobs that are not done, from the state file alone."""
     manifest = _load(settings.path, max_jobs=settings.max_jobs)
@@ -264,10 +273,12 @@ def status(settings: StatusSettings) -> int:
 def results(settings: ResultsSettings) -> int:
     """Print or write the results table, from the state file alone."""
     manifest = _load(settings.path, max_jobs=settings.max_jobs)
-    table = build_table(
-        manifest,
-        _records(manifest, settings.state, sandbox=settings.sandbox, needed_for="no results yet"),
+    records, _history, takes = _read_state(
+        manifest, settings.state, sandbox=settings.sandbox, needed_for="no results yet"
     )
+    table = build_table(manifest, records, takes)
+    if settings.all_takes:
+        table = every_take(table)
     summary = {**table.counts(), "jobs": len(table.rows)}
     text = to_json(table, summary) if settings.format == "json" else to_csv(table)
     if settings.output is None:

@@ -15,6 +15,7 @@ from ruxa_batch import __version__
 from ruxa_batch.errors import EXIT_INTERRUPTED, EXIT_INVALID, emit, run_guarded
 from ruxa_batch.jobs import DEFAULT_MAX_JOBS
 from ruxa_batch.sandbox.options import config_from_options, sandbox_options
+from ruxa_batch.statuses import REDOABLE, JobStatus
 from ruxa_batch.tuning import settings, tuning_options
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -261,63 +262,81 @@ def plan(
     )
 
 
+def _run_options(command: F) -> F:
+    """The options of `run`, which `redo` takes too (it is a run of the jobs it selects)."""
+    for option in reversed(
+        [
+            click.option(
+                "--base-url",
+                default=None,
+                help="API base URL. [default: $RUXA_BASE_URL, else https://api.ruxa.ai]",
+            ),
+            click.option(
+                "--api-key-file",
+                type=click.Path(path_type=Path, dir_okay=False),
+                default=None,
+                help="Read the API key from this file instead of $RUXA_API_KEY.",
+            ),
+            _state_option,
+            tuning_options(),
+            click.option(
+                "-y", "--yes", is_flag=True, help="Do not ask before creating more than 100 tasks."
+            ),
+            _decision_options,
+            _max_jobs_option,
+            click.option(
+                "--republish",
+                is_flag=True,
+                help="Publish every local picture again instead of reusing the URLs earlier "
+                "runs recorded (after the uploaded copies were deleted).",
+            ),
+            click.option(
+                "--sandbox",
+                is_flag=True,
+                help="Run against a local sandbox of the API: no account, no cost, fake pictures.",
+            ),
+            click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors."),
+            click.option(
+                "-v",
+                "--verbose",
+                is_flag=True,
+                help="Print every task created and every job finished.",
+            ),
+            click.option(
+                "--report/--no-report",
+                default=True,
+                show_default=True,
+                help="Write <output.dir>/report.html, the contact sheet of inputs and outputs, "
+                "at the end.",
+            ),
+            click.option(
+                "--summary-json",
+                type=click.Path(path_type=Path, dir_okay=False),
+                default=None,
+                metavar="FILE",
+                help="Write the end-of-run counts, exit_code and stopped_by to FILE as one JSON "
+                "document (also when the run stops early).",
+            ),
+            sandbox_options(prefix="sandbox"),
+            click.option(
+                "--progress/--no-progress",
+                default=None,
+                help="Force the progress bar on or off. "
+                "[default: a bar on a terminal, log lines otherwise]",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
 @cli.command(
     cls=SectionedCommand,
     sections=_RUN_SECTIONS,
     short_help="Submit, poll and download every job; resumable.",
 )
 @click.argument("manifest", type=click.Path(path_type=Path))
-@click.option(
-    "--base-url",
-    default=None,
-    help="API base URL. [default: $RUXA_BASE_URL, else https://api.ruxa.ai]",
-)
-@click.option(
-    "--api-key-file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Read the API key from this file instead of $RUXA_API_KEY.",
-)
-@_state_option
-@tuning_options()
-@click.option("-y", "--yes", is_flag=True, help="Do not ask before creating more than 100 tasks.")
-@_decision_options
-@_max_jobs_option
-@click.option(
-    "--republish",
-    is_flag=True,
-    help="Publish every local picture again instead of reusing the URLs earlier runs recorded "
-    "(after the uploaded copies were deleted).",
-)
-@click.option(
-    "--sandbox",
-    is_flag=True,
-    help="Run against a local sandbox of the API: no account, no cost, fake pictures.",
-)
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-@click.option(
-    "-v", "--verbose", is_flag=True, help="Print every task created and every job finished."
-)
-@click.option(
-    "--report/--no-report",
-    default=True,
-    show_default=True,
-    help="Write <output.dir>/report.html, the contact sheet of inputs and outputs, at the end.",
-)
-@click.option(
-    "--summary-json",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    metavar="FILE",
-    help="Write the end-of-run counts, exit_code and stopped_by to FILE as one JSON document "
-    "(also when the run stops early).",
-)
-@sandbox_options(prefix="sandbox")
-@click.option(
-    "--progress/--no-progress",
-    default=None,
-    help="Force the progress bar on or off. [default: a bar on a terminal, log lines otherwise]",
-)
+@_run_options
 def run(manifest: Path, **flags: Any) -> int:
     """Submit, poll and download every job of MANIFEST; resume where the last run stopped.
 
@@ -331,6 +350,12 @@ def run(manifest: Path, **flags: Any) -> int:
       ruxa-batch run manifests/example.yaml --sandbox     # try it locally, no account
     """
     from ruxa_batch import app
+
+    return app.run(_run_flags(manifest, flags))
+
+
+def _run_flags(manifest: Path, flags: dict[str, Any]) -> Any:
+    """The frozen settings of `run` (and of `redo`, which is a run of the jobs it selects)."""
     from ruxa_batch.errors import UsageError
     from ruxa_batch.settings import RunFlags
 
@@ -339,15 +364,74 @@ def run(manifest: Path, **flags: Any) -> int:
     if sandbox.faults() and not options["sandbox"]:
         raise UsageError("the --sandbox-... flags need --sandbox")
     decisions, tuning = _split_flags(options)
-    return app.run(
-        RunFlags(
-            path=manifest,
-            sandbox_config=sandbox,
-            tuning=tuning,
-            decisions=decisions,
-            **options,
-        )
+    return RunFlags(
+        path=manifest,
+        sandbox_config=sandbox,
+        tuning=tuning,
+        decisions=decisions,
+        **options,
     )
+
+
+@cli.command(
+    cls=SectionedCommand,
+    sections=(("Selection", ("status", "from_file", "again", "reason")), *_RUN_SECTIONS),
+    short_help="Make chosen jobs again: a new take each, the earlier ones kept.",
+)
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.argument("selectors", nargs=-1)
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice([str(status) for status in REDOABLE]),
+    help="Every job with this status (repeat for several).",
+)
+@click.option(
+    "--from",
+    "from_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="Selectors one per line (the report's download of a selection).",
+)
+@click.option("--reason", default=None, help="Why, kept in the state with the earlier take.")
+@click.option("--again", is_flag=True, help="Give a job that was already redone one more take.")
+@_run_options
+def redo(
+    manifest: Path,
+    selectors: tuple[str, ...],
+    statuses: tuple[str, ...],
+    from_file: Path | None,
+    reason: str | None,
+    again: bool,
+    **flags: Any,
+) -> int:
+    """Make the jobs of MANIFEST that SELECTORS name again: one new task each, the others
+    untouched, the earlier pictures kept in <output.dir>/history/take-N/.
+
+    A selector is a job id, id@variant, or a shell-style glob over ids ('mug-*'). The request
+    is recorded before anything is sent: a redo stopped at any moment continues with the next
+    run or redo, and a job already redone needs --again for one more take.
+
+    \b
+    Examples:
+      ruxa-batch redo manifests/example.yaml mug-ember-knitted-wool-blanket --sandbox
+      ruxa-batch redo manifests/example.yaml 'hero-*' --reason "too dark"
+      ruxa-batch redo manifests/example.yaml --status failed
+      ruxa-batch redo manifests/example.yaml --from redo-autumn-catalog.txt
+    """
+    from ruxa_batch import app
+    from ruxa_batch.redo import RedoRequest
+
+    request = RedoRequest(
+        selectors=selectors,
+        statuses=tuple(JobStatus(status) for status in statuses),
+        from_file=from_file,
+        reason=reason,
+        again=again,
+    )
+    return app.redo(_run_flags(manifest, flags), request)
 
 
 @cli.command(short_help="Count the jobs in each status, from the state file.")
@@ -403,11 +487,22 @@ def status(
     default=None,
     help="Write to this file instead of standard output.",
 )
+@click.option(
+    "--all-takes",
+    is_flag=True,
+    help="A row for every take of a redone job (column take), not only the current one.",
+)
 @_state_option
 @_sandbox_state_option
 @_max_jobs_option
 def results(
-    manifest: Path, fmt: str, output: Path | None, state: Path | None, sandbox: bool, max_jobs: int
+    manifest: Path,
+    fmt: str,
+    output: Path | None,
+    all_takes: bool,
+    state: Path | None,
+    sandbox: bool,
+    max_jobs: int,
 ) -> int:
     """Print the results table (one row per job), from the state file alone.
 
@@ -426,6 +521,7 @@ def results(
             state=state,
             max_jobs=max_jobs,
             sandbox=sandbox,
+            all_takes=all_takes,
         )
     )
 

@@ -26,6 +26,7 @@ class Action(str, Enum):
     SUBMIT = "submit"  # no task yet: create one
     RESUBMIT = "resubmit"  # a create's answer was lost: create again (flagged possible duplicate)
     RETRY = "retry"  # failed or uncertain, and a --retry-... flag asks for a fresh start
+    REDO = "redo"  # a new take asked for by `redo`: create its task
     POLL = "running"  # a task exists: watch it (a new one only if it fails)
     DOWNLOAD = "download"  # succeeded, but pictures missing, changed or misnamed: put them back
     DONE = "done"  # succeeded, pictures present: nothing to do
@@ -86,7 +87,7 @@ class Decision:
     @property
     def creates_now(self) -> bool:
         """Whether the job starts this run by creating a task."""
-        return self.action in (Action.SUBMIT, Action.RESUBMIT, Action.RETRY)
+        return self.action in (Action.SUBMIT, Action.RESUBMIT, Action.RETRY, Action.REDO)
 
 
 def decide(
@@ -128,7 +129,7 @@ def decide(
             return create(Action.SUBMIT, record.attempts)
         left = max(0, limit - record.attempts)
         return Decision(Action.POLL, record.attempts, 0, left)
-    return create(Action.SUBMIT, record.attempts)
+    return create(Action.REDO if record.take > 1 else Action.SUBMIT, record.attempts)
 
 
 @dataclass(frozen=True)

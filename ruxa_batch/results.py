@@ -16,12 +16,13 @@ from typing import Any
 
 from ruxa_batch.errors import cannot_write
 from ruxa_batch.jobs import Manifest, display_path
-from ruxa_batch.state import JobRecord
+from ruxa_batch.state import JobRecord, TakeRecord
 from ruxa_batch.statuses import JOB_STATUSES, JobStatus
 
 COLUMNS = (
     "id",
     "variant",
+    "take",
     "status",
     "task_id",
     "prompt",
@@ -61,8 +62,13 @@ class Table:
         return sum(1 for row in self.rows if row["possible_duplicate"])
 
 
-def build_table(manifest: Manifest, records: Mapping[str, JobRecord]) -> Table:
-    """One row per job of the manifest, joined with its state (pending when never run)."""
+def build_table(
+    manifest: Manifest,
+    records: Mapping[str, JobRecord],
+    takes: Mapping[str, Sequence[TakeRecord]] | None = None,
+) -> Table:
+    """One row per job of the manifest, joined with its state (pending when never run): its
+    current take, with its earlier takes (a redo's) under ``history``."""
     rows = []
     for job in manifest.jobs:
         record = records.get(job.key)
@@ -70,6 +76,7 @@ def build_table(manifest: Manifest, records: Mapping[str, JobRecord]) -> Table:
             {
                 "id": job.id,
                 "variant": job.variant,
+                "take": record.take if record else 1,
                 "status": record.status if record else JobStatus.PENDING,
                 "task_id": record.task_id if record else None,
                 "prompt": job.prompt,
@@ -85,9 +92,48 @@ def build_table(manifest: Manifest, records: Mapping[str, JobRecord]) -> Table:
                 "submitted_at": submitted_at(record),
                 "finished_at": finished_at(record),
                 "key": job.key,
+                "history": [_earlier(take) for take in (takes or {}).get(job.key, ())],
             }
         )
     return Table(manifest, tuple(rows))
+
+
+def _earlier(take: TakeRecord) -> dict[str, Any]:
+    return {
+        "take": take.take,
+        "status": take.status,
+        "task_id": take.task_id,
+        "files": list(take.files),
+        "error": take.error,
+        "finished_at": take.finished_at,
+        "reason": take.reason,
+    }
+
+
+def every_take(table: Table) -> Table:
+    """The table with a row for each earlier take of a redone job, before its current one."""
+    rows = []
+    for row in table.rows:
+        for earlier in row["history"]:
+            rows.append(
+                {
+                    **row,
+                    "take": earlier["take"],
+                    "status": earlier["status"],
+                    "task_id": earlier["task_id"],
+                    "result_urls": [],
+                    "files": earlier["files"],
+                    "error": earlier["error"],
+                    "failure": None,
+                    "attempts": 0,
+                    "possible_duplicate": False,
+                    "submitted_at": None,
+                    "finished_at": earlier["finished_at"],
+                    "history": [],
+                }
+            )
+        rows.append(row)
+    return Table(table.manifest, tuple(rows))
 
 
 def failure_of(record: JobRecord | None) -> str | None:

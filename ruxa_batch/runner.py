@@ -38,10 +38,12 @@ from ruxa_batch.manifest import load_manifest
 from ruxa_batch.plan import make_plan
 from ruxa_batch.progress import Progress
 from ruxa_batch.ratelimit import RateLimiter
+from ruxa_batch.redo import RedoRequest, driven, planning_records, select, start_takes
+from ruxa_batch.redo import summary_lines as redo_summary
 from ruxa_batch.report import REPORT_FILENAME, write_report
 from ruxa_batch.results import build_table, write_atomic, write_results
 from ruxa_batch.settings import API_KEY_ENV, RunFlags
-from ruxa_batch.state import StateStore, state_path_for
+from ruxa_batch.state import JobRecord, StateStore, state_path_for
 from ruxa_batch.statuses import JobStatus, StopReason
 from ruxa_batch.timing import Timer
 from ruxa_batch.tuning import Tuning
@@ -169,8 +171,11 @@ def _columns() -> int:
         return 0
 
 
-def run_batch(flags: RunFlags) -> int:
-    """``ruxa-batch run``: submit, poll, download and record every job of a manifest."""
+def run_batch(flags: RunFlags, *, redo: RedoRequest | None = None) -> int:
+    """``ruxa-batch run``: submit, poll, download and record every job of a manifest.
+
+    With ``redo`` (``ruxa-batch redo``), only the jobs it selects: a new take each.
+    """
     manifest = load_manifest(flags.path, max_jobs=flags.max_jobs)
     tuning = Tuning.resolve(manifest.run, flags.tuning)
     output_dir = output_dir_for(manifest.output.dir, sandbox=flags.sandbox)
@@ -180,7 +185,7 @@ def run_batch(flags: RunFlags) -> int:
     with endpoint_for(flags, output_dir=output_dir) as endpoint:
         store = StateStore.open_for_run(state_path)
         try:
-            return _run_with_store(manifest, flags, tuning, output_dir, store, endpoint)
+            return _run_with_store(manifest, flags, tuning, output_dir, store, endpoint, redo)
         finally:
             store.close()
 
@@ -192,6 +197,7 @@ def _run_with_store(
     output_dir: Path,
     store: StateStore,
     endpoint: Endpoint,
+    redo: RedoRequest | None = None,
 ) -> int:
     recorded = store.get_meta("endpoint")
     if recorded is not None and recorded != endpoint.identity:
@@ -215,10 +221,20 @@ def _run_with_store(
         max_tasks=tuning.max_tasks,
         failure_rules=tuning.permanent_failures,
     )
+    # The jobs this run drives: all of them, or those a redo selects (checked before anything
+    # is recorded; the confirmation counts them as new jobs, which is what a new take costs).
+    driving, planning, redo_plan = manifest, None, None
+    if redo is not None:
+        records = store.job_records()
+        redo_plan = select(manifest, records, redo)
+        driving = driven(manifest, redo_plan)
+        planning = planning_records(records, redo_plan)
+        if not flags.quiet:
+            emit(redo_summary(redo_plan), sys.stdout)
     # Where local pictures go, made now: missing credentials or tools stop the run before
     # the confirmation and before anything is sent.
     destination = None
-    if manifest.local_files():
+    if driving.local_files():
         sandbox = endpoint.identity == SANDBOX_ENDPOINT
         destination = destination_for(
             manifest.upload,
@@ -227,12 +243,15 @@ def _run_with_store(
             sandbox_key=endpoint.api_key if sandbox else None,
             republish=flags.republish,
         )
-    if not confirmed(manifest, store, flags, tuning, output_dir):
+    if not confirmed(driving, store, flags, tuning, output_dir, records=planning):
         emit(["not confirmed: nothing was sent"])
         return EXIT_INTERRUPTED
+    if redo is not None and redo_plan is not None:
+        # The redo's write-ahead record: committed before anything is sent.
+        start_takes(redo_plan, store, output_dir, reason=redo.reason)
     store.start_run()
     progress = Progress(
-        total=len(manifest.jobs),
+        total=len(driving.jobs),
         mode=progress_mode(flags),
         verbose=flags.verbose,
         quiet=flags.quiet,
@@ -242,7 +261,7 @@ def _run_with_store(
     try:
         outcome = asyncio.run(
             _drive(
-                manifest,
+                driving,
                 store,
                 endpoint,
                 tuning,
@@ -262,7 +281,7 @@ def _run_with_store(
         _exit_on_next_signal()
     elapsed = time.monotonic() - started
     store.finish_run(outcome=outcome.stopped_by or "finished", tasks_created=outcome.tasks_created)
-    table = build_table(manifest, store.job_records())
+    table = build_table(manifest, store.job_records(), store.takes())
     summary = {
         **table.counts(),
         "jobs": len(table.rows),
@@ -393,17 +412,24 @@ def is_interactive() -> bool:
 
 
 def confirmed(
-    manifest: Manifest, store: StateStore, flags: RunFlags, tuning: Tuning, output_dir: Path
+    manifest: Manifest,
+    store: StateStore,
+    flags: RunFlags,
+    tuning: Tuning,
+    output_dir: Path,
+    *,
+    records: dict[str, JobRecord] | None = None,
 ) -> bool:
     """Ask before a run that may create more than CONFIRM_ABOVE tasks; never off a terminal.
 
-    The figure is the plan's, from the same decisions the engine carries out.
+    The figure is the plan's, from the same decisions the engine carries out (from ``records``
+    when given: a redo's, as they will be once it is recorded).
     """
     if flags.yes or not is_interactive():
         return True
     planned = make_plan(
         manifest,
-        store.job_records(),
+        records if records is not None else store.job_records(),
         flags.decisions.options(max_attempts=tuning.max_attempts),
         output_dir=output_dir,
     )

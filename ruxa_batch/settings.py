@@ -90,6 +90,7 @@ class ResultsSettings:
     state: Path | None = None
     max_jobs: int = DEFAULT_MAX_JOBS
     sandbox: bool = False
+    all_takes: bool = False  # a row for every take of a redone job, not only the current one
 
 
 @dataclass(frozen=True)

@@ -125,7 +125,42 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (target, sha256)
     );
     """,
+    # 6: takes: a job asked to be made again (redo) keeps its earlier takes, their tasks and
+    # pictures (moved to the history folder), and starts a new take under the same identity
+    """
+    ALTER TABLE jobs ADD COLUMN take INTEGER NOT NULL DEFAULT 1;
+    CREATE TABLE takes (
+        job_key TEXT NOT NULL REFERENCES jobs(key),
+        take INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        task_id TEXT,
+        files TEXT NOT NULL DEFAULT '[]',
+        sha256 TEXT NOT NULL DEFAULT '[]',
+        sizes TEXT NOT NULL DEFAULT '[]',
+        error TEXT,
+        finished_at TEXT,
+        reason TEXT,
+        archived_at TEXT NOT NULL,
+        PRIMARY KEY (job_key, take)
+    );
+    """,
 )
+
+
+@dataclass(frozen=True)
+class TakeRecord:
+    """An earlier take of a job: what it was, and where its pictures are kept."""
+
+    key: str
+    take: int
+    status: JobStatus
+    task_id: str | None
+    files: tuple[str, ...]  # relative to the output folder, under history/
+    sha256: tuple[str, ...]
+    error: str | None
+    finished_at: str | None
+    reason: str | None  # why the next take was asked for
+    archived_at: str
 
 
 @dataclass(frozen=True)
@@ -257,6 +292,7 @@ class JobRecord:
     task_finished_at: str | None = None  # when that task was seen to finish
     tasks_total: int = 0  # tasks the job ever had, across --retry-... runs
     failure: FailureClass | None = None  # a failed job's failure class
+    take: int = 1  # 1, or the number of the take a redo started
 
     def task_age(self, *, now: datetime | None = None) -> float:
         """Seconds since the latest task was created (wall clock; 0 without a task), so that
@@ -542,6 +578,7 @@ class StateStore:
         version = self.schema_version()
         has_sizes = version >= 3
         has_failure = version >= 4
+        has_take = version >= 6
         records = {}
         for row in self.conn.execute(
             "SELECT jobs.*, tasks.state AS task_state, tasks.created_at AS task_created_at, "
@@ -572,6 +609,7 @@ class StateStore:
                 task_finished_at=row["task_finished_at"],
                 tasks_total=int(row["tasks_total"]),
                 failure=FailureClass(row["failure"]) if has_failure and row["failure"] else None,
+                take=int(row["take"]) if has_take else 1,
             )
         return records
 
@@ -749,6 +787,64 @@ class StateStore:
                     key,
                 ),
             )
+
+    @_guarded
+    def start_take(self, key: str, *, reason: str | None) -> int:
+        """Keep the job's current take (its task, status and pictures, already moved to the
+        history folder) and start the next one, pending, with its attempts reset: the redo's
+        write-ahead record, committed before anything is sent. Returns the new take."""
+        stamp = now_iso()
+        with self.transaction(durable=True) as conn:
+            row = conn.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
+            take = int(row["take"])
+            conn.execute(
+                "INSERT INTO takes (job_key, take, status, task_id, files, sha256, sizes, error, "
+                "finished_at, reason, archived_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    key,
+                    take,
+                    row["status"],
+                    row["task_id"],
+                    row["files"],
+                    row["sha256"],
+                    row["sizes"],
+                    row["error"],
+                    row["finished_at"],
+                    reason,
+                    stamp,
+                ),
+            )
+            conn.execute(
+                "UPDATE jobs SET take = ?, status = ?, attempts = 0, possible_duplicate = 0, "
+                "task_id = NULL, result_urls = '[]', files = '[]', sha256 = '[]', sizes = '[]', "
+                "error = NULL, failure = NULL, submitted_at = NULL, finished_at = NULL, "
+                "updated_at = ? WHERE key = ?",
+                (take + 1, JobStatus.PENDING, stamp, key),
+            )
+        return take + 1
+
+    @_guarded
+    def takes(self) -> dict[str, list[TakeRecord]]:
+        """Every job's earlier takes, oldest first, by job key (none before migration 6)."""
+        found: dict[str, list[TakeRecord]] = {}
+        if self.schema_version() < 6:
+            return found
+        for row in self.conn.execute("SELECT * FROM takes ORDER BY job_key, take"):
+            found.setdefault(row["job_key"], []).append(
+                TakeRecord(
+                    key=row["job_key"],
+                    take=int(row["take"]),
+                    status=JobStatus(row["status"]),
+                    task_id=row["task_id"],
+                    files=tuple(json.loads(row["files"])),
+                    sha256=tuple(json.loads(row["sha256"])),
+                    error=row["error"],
+                    finished_at=row["finished_at"],
+                    reason=row["reason"],
+                    archived_at=row["archived_at"],
+                )
+            )
+        return found
 
     @_guarded
     def rename_file(self, key: str, old: str, new: str) -> None:

@@ -82,3 +82,7 @@ class CheckStatus(_Word):
 
     OK = "ok"
     FAIL = "fail"
+
+
+# The statuses of the jobs `redo` may make again: each has a finished take to keep.
+REDOABLE: tuple[JobStatus, ...] = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.UNCERTAIN)

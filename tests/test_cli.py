@@ -469,6 +469,7 @@ def test_top_level_help_does_not_cut_command_summaries(run) -> None:
     assert commands == (
         "  init      Write a commented starter manifest.\n"
         "  plan      Show every job and what `run` would do with it.\n"
+        "  redo      Make chosen jobs again: a new take each, the earlier ones kept.\n"
         "  report    Write an HTML contact sheet of inputs and outputs.\n"
         "  results   Print the results table, one row per job.\n"
         "  run       Submit, poll and download every job; resumable.\n"

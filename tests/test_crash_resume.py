@@ -318,7 +318,7 @@ def test_ctrl_c_saves_state_and_results_then_resume(
         reader = csv.DictReader(handle)
         rows = list(reader)
     assert reader.fieldnames == [
-        "id", "variant", "status", "task_id", "prompt", "images", "image_size", "output_format",
+        "id", "variant", "take", "status", "task_id", "prompt", "images", "image_size", "output_format",
         "result_urls", "files", "error", "failure", "attempts", "possible_duplicate", "submitted_at",
         "finished_at", "key",
     ]  # fmt: skip
