@@ -41,7 +41,7 @@ from ruxa_batch.ratelimit import RateLimiter
 from ruxa_batch.redo import RedoRequest, driven, planning_records, select, start_takes
 from ruxa_batch.redo import summary_lines as redo_summary
 from ruxa_batch.report import REPORT_FILENAME, write_report
-from ruxa_batch.results import build_table, write_atomic, write_results
+from ruxa_batch.results import Table, build_table, write_atomic, write_results
 from ruxa_batch.settings import API_KEY_ENV, RunFlags
 from ruxa_batch.state import JobRecord, StateStore, state_path_for
 from ruxa_batch.statuses import JobStatus, StopReason
@@ -306,6 +306,12 @@ def _run_with_store(
         )
     if not flags.quiet:
         emit(_summary_lines(summary, paths, output_dir), sys.stdout)
+    # How the run went is said of the jobs it drove: a redo is not unfinished because another
+    # job of the manifest was never run.
+    if driving is not manifest:
+        keys = {job.key for job in driving.jobs}
+        scope = Table(manifest, tuple(row for row in table.rows if row["key"] in keys))
+        summary = {**summary, **scope.counts(), "jobs": len(scope.rows)}
     if flags.summary_json is not None:
         # Written before the exit is decided: a stop (401, 402, the cap) raises from there.
         code = EXIT_SOFTWARE if outcome.internal_errors else _ending(outcome, summary).code
