@@ -4,6 +4,7 @@ pays nothing."""
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import os
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from helpers import eventually, results, run_args, write_manifest
+
+from ruxa_batch import runner
 
 FAST = (
     "--no-progress",
@@ -218,3 +221,24 @@ def test_a_redo_killed_after_its_create_continues_without_a_second_task(
     row = rows(hermetic)["job-001"]
     assert (row["take"], row["status"]) == (2, "succeeded")
     assert row["attempts"] == 2  # tasks the job ever had: one per take
+
+
+def test_a_big_redo_asks_first_and_a_no_records_nothing(
+    run, hermetic, sandbox, keyed, monkeypatch
+) -> None:
+    keyed(sandbox)
+    first_run(run, hermetic, sandbox, count=101)
+    creates = sandbox.counters()["creates"]
+    asked: list[str] = []
+    monkeypatch.setattr(runner, "is_interactive", lambda: True)
+    monkeypatch.setattr(builtins, "input", lambda prompt: asked.append(prompt) or "n")
+    declined = run(redo_args(sandbox, "job-*", "--max-tasks", "500"))
+    assert asked == ["Continue? [y/N] "]
+    assert (declined.code, declined.err) == (130, "not confirmed: nothing was sent\n")
+    assert "Tasks to create: 101 if each succeeds first time, at most 303 with retries" in (
+        declined.out
+    )
+    assert sandbox.counters()["creates"] == creates
+    listed = json.loads(run(["ruxa-batch", "results", "m.yaml", "--format", "json"]).out)
+    assert {row["take"] for row in listed["jobs"]} == {1}  # nothing recorded
+    assert not (hermetic / "out" / "t" / "history").exists()
