@@ -184,6 +184,7 @@ _SCRIPT = """
     });
     shown.textContent = count + " of " + jobs.length + " jobs shown";
     empty.hidden = count > 0;
+    update();  // the selection's count says how many chosen jobs the filter hides
   }
   function readAddress() {
     var raw = location.hash.slice(1);
@@ -211,7 +212,7 @@ _SCRIPT = """
   window.addEventListener("hashchange", readAddress);
 
   // Selection: the command and the file follow the checkboxes.
-  var count = document.getElementById("selected-count");
+  var selectedCount = document.getElementById("selected-count");
   var command = document.getElementById("command");
   var fromCommand = document.getElementById("from-command");
   var copyButton = document.getElementById("copy");
@@ -228,7 +229,10 @@ _SCRIPT = """
   function update() {
     var chosen = selectors();
     jobs.forEach(function (job) { job.classList.toggle("picked", box(job).checked); });
-    count.textContent = chosen.length + " selected";
+    // Jobs chosen and then hidden by a filter stay in the command: say so.
+    var unseen = jobs.filter(function (job) { return job.hidden && box(job).checked; }).length;
+    selectedCount.textContent = chosen.length + " selected" +
+      (unseen ? ", " + unseen + " of them not shown" : "");
     built = chosen.length ? redoCommand(chosen) : "";
     command.value = built;
     copyButton.disabled = downloadButton.disabled = clearButton.disabled = !chosen.length;
@@ -339,7 +343,6 @@ _SCRIPT = """
   next.addEventListener("click", function () { step(1); });
 
   readAddress();
-  update();
 })();
 """
 

@@ -262,11 +262,14 @@ def test_search_then_select_all_visible_builds_the_command(page: Page, review: P
     # A narrower search, then one more job by its checkbox: the selection adds up.
     page.fill("#search", "lamp")
     assert visible(page) == ["lamp-marble"]
+    expect(page.locator("#selected-count")).to_have_text("4 selected, 4 of them not shown")
     page.get_by_label("Select lamp-marble").check()
-    expect(page.locator("#selected-count")).to_have_text("5 selected")
+    expect(page.locator("#selected-count")).to_have_text("5 selected, 4 of them not shown")
     expect(page.locator("#command")).to_have_value(
         f"{COMMAND} mug-marble@1 mug-marble@2 mug-wood@1 mug-wood@2 lamp-marble"
     )
+    page.fill("#search", "")
+    expect(page.locator("#selected-count")).to_have_text("5 selected")
     page.click("#clear")
     expect(page.locator("#selected-count")).to_have_text("0 selected")
     expect(page.locator("#command")).to_have_value("")
