@@ -335,9 +335,19 @@ _SCRIPT = """
     if (event.key === "Escape") { close(); }
     else if (event.key === "ArrowRight") { step(1); }
     else if (event.key === "ArrowLeft") { step(-1); }
+    else if (event.key === "Tab") { keepFocus(event); return; }
     else { return; }
     event.preventDefault();
   });
+  // Tab cycles through the view's own controls, never the page hidden behind it.
+  function keepFocus(event) {
+    var controls = Array.prototype.slice.call(
+      lightbox.querySelectorAll("button:not([disabled]), a[href]"));
+    var at = controls.indexOf(document.activeElement);
+    var to = at === -1 ? 0 : (at + (event.shiftKey ? -1 : 1) + controls.length) % controls.length;
+    controls[to].focus();
+    event.preventDefault();
+  }
   document.getElementById("lb-close").addEventListener("click", close);
   previous.addEventListener("click", function () { step(-1); });
   next.addEventListener("click", function () { step(1); });

@@ -330,6 +330,17 @@ def test_the_full_size_view(page: Page, review: Path) -> None:
     )
     page.keyboard.press("ArrowLeft")
     expect(page.locator("#lb-position")).to_have_text("2 / 5")
+    # Tab stays within the view (a modal dialog), and Escape gives focus back to the picture.
+    for _ in range(8):
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.getElementById('lightbox').contains(document.activeElement)")
+    page.keyboard.press("Escape")
+    expect(lightbox).to_be_hidden()
+    assert page.evaluate("document.activeElement.dataset.caption").startswith("mug-marble@1 ")
+    # From the keyboard alone: Enter on a focused picture opens the view.
+    page.keyboard.press("Enter")
+    expect(lightbox).to_be_visible()
+    expect(page.locator("#lb-position")).to_have_text("1 / 5")
     page.keyboard.press("Escape")
     expect(lightbox).to_be_hidden()
     # Among the visible jobs only: with the search "lamp", one picture; the button closes.
