@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -11,6 +12,10 @@ from pathlib import Path
 
 import pytest
 from helpers import REPO, results, run_args, write_manifest
+
+from ruxa_batch.manifest import load_manifest
+from ruxa_batch.report import redo_file_name, render_report
+from ruxa_batch.results import Table, build_table
 
 EVIL = "<script>document.title='pwned'</script><img src=x onerror=\"document.title='pwned'\">"
 
@@ -79,6 +84,80 @@ def test_report_of_jobs_not_run_yet(run, hermetic: Path, sandbox, keyed) -> None
     page = (hermetic / "out" / "t.sandbox" / "report.html").read_text()
     assert page.count('data-status="pending"') == 1
     assert "no picture yet" in page
+
+
+def render(table: Table, hermetic: Path) -> str:
+    return render_report(table, output_dir=hermetic / "out", report_dir=hermetic, history={})
+
+
+def test_variants_share_one_card_and_each_job_is_selectable(hermetic: Path) -> None:
+    """Rows as build_table makes them today (no take, no history): first takes."""
+    manifest = load_manifest(write_manifest(hermetic, 2, variants=2))
+    page = render(build_table(manifest, {}), hermetic)
+    assert page.count('<section class="request"') == 2
+    assert page.count('<article class="job"') == 4
+    assert re.findall(r'data-selector="([^"]*)"', page) == [
+        "job-000@1",
+        "job-000@2",
+        "job-001@1",
+        "job-001@2",
+    ]
+    assert page.count('type="checkbox" class="pick"') == 4
+    assert 'class="take"' not in page
+    assert 'data-manifest="m.yaml" data-download="redo-t.txt"' in page
+    for name in ("all", "succeeded", "failed", "running", "pending", "uncertain"):
+        assert f'data-filter="{name}"' in page
+    assert ">Pending (4)</button>" in page
+
+
+def test_a_job_without_variants_is_selected_by_its_id(hermetic: Path) -> None:
+    manifest = load_manifest(write_manifest(hermetic, 1))
+    page = render(build_table(manifest, {}), hermetic)
+    assert 'data-selector="job-000"' in page
+
+
+def test_earlier_takes_are_linked_and_escaped(hermetic: Path) -> None:
+    manifest = load_manifest(write_manifest(hermetic, 1))
+    row = dict(build_table(manifest, {}).rows[0])
+    row.update(
+        status="succeeded",
+        files=["job-000-v1-1.png"],
+        take=3,
+        history=[
+            {"take": 1, "status": "failed", "task_id": "t1", "files": []},
+            {
+                "take": 2,
+                "status": "succeeded",
+                "task_id": "t2",
+                "files": ["history/take-2/a b<.png"],
+            },
+        ],
+    )
+    page = render(Table(manifest, (row,)), hermetic)
+    assert '<span class="take">take 3</span>' in page
+    assert "<figcaption>take 1 · failed</figcaption>" in page
+    assert '<img src="out/history/take-2/a%20b%3C.png" alt="take 2 · succeeded"' in page
+    assert 'data-caption="job-000 · take 2 · output 1 · history/take-2/a b&lt;.png"' in page
+
+
+def test_the_manifest_argument_is_never_an_option(hermetic: Path) -> None:
+    manifest = load_manifest(write_manifest(hermetic, 1))
+    odd = dataclasses.replace(manifest, path=hermetic / "-x.yaml", name="-x")
+    page = render(build_table(odd, {}), hermetic)
+    assert 'data-manifest="./-x.yaml" data-download="redo-x.txt"' in page
+
+
+@pytest.mark.parametrize(
+    ("name", "file"),
+    [
+        ("autumn-catalog", "redo-autumn-catalog.txt"),
+        ("my batch!", "redo-my-batch.txt"),
+        ("../..", "redo-batch.txt"),
+        ("été", "redo-t.txt"),
+    ],
+)
+def test_redo_file_name(name: str, file: str) -> None:
+    assert redo_file_name(name) == file
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
