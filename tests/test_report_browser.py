@@ -12,6 +12,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -417,8 +418,8 @@ def test_variants_side_by_side_and_earlier_takes(page: Page, review: Path) -> No
     assert ids == list(dict.fromkeys(s.split("@")[0] for s in SELECTORS))
 
 
-def test_review_screenshot(page: Page, review: Path, hermetic: Path) -> None:
-    """The README's "Review and redo" picture: a selection made, the full-size view closed."""
+def test_review_page_with_made_up_takes(page: Page, review: Path, hermetic: Path) -> None:
+    """A selection made and the full-size view closed, on the page made here."""
     page.set_viewport_size({"width": 1280, "height": 1000})
     page.goto(review.as_uri())
     for selector in ("mug-marble@2", "mug-wood@2", "beanie-marble"):
@@ -427,6 +428,92 @@ def test_review_screenshot(page: Page, review: Path, hermetic: Path) -> None:
     page.keyboard.press("Escape")
     expect(page.locator("#lightbox")).to_be_hidden()
     expect(page.locator("#selected-count")).to_have_text("3 selected")
+    page.evaluate("document.activeElement.blur(); window.scrollTo(0, 0)")
+    shot = hermetic / "review.png"
+    page.screenshot(path=str(shot))
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+# -- the loop on a real batch: the report, a selection, redo, the next report ---------------------
+
+FAST_SANDBOX = (
+    "--sandbox",
+    "--sandbox-generation-time",
+    "0.1",
+    "--sandbox-image-size",
+    "192",
+    "--no-progress",
+    "--rate-limit",
+    "1000",
+    "--poll-interval",
+    "0.1",
+)
+
+
+def ruxa_batch(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """A ruxa-batch command as its own process (Playwright's loop holds this thread)."""
+    return subprocess.run(
+        [sys.executable, "-m", "ruxa_batch", *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_from_the_report_to_redo_to_the_next_report(page: Page, hermetic: Path) -> None:
+    """The README's "Review and redo" picture comes from here: the example batch, two hero
+    shots made again from a selection in its report."""
+    manifests = hermetic / "manifests"
+    manifests.mkdir()
+    for name in ("example.yaml", "products.csv"):
+        shutil.copy(REPO / "manifests" / name, manifests / name)
+    shutil.copytree(REPO / "manifests" / "photos", manifests / "photos")
+    first = ruxa_batch(hermetic, "run", "manifests/example.yaml", *FAST_SANDBOX)
+    assert first.returncode == 0, first.stderr
+    out = manifests / "out" / "autumn-catalog.sandbox"
+    report = out / "report.html"
+    page.set_viewport_size({"width": 1280, "height": 1000})
+    page.goto(report.as_uri() + "#q=hero")
+    assert visible(page) == ["hero-table@1", "hero-table@2", "hero-window@1", "hero-window@2"]
+    page.get_by_label("Select hero-table@2").check()
+    page.get_by_label("Select hero-window@1").check()
+    expect(page.locator("#command")).to_have_value(
+        "ruxa-batch redo manifests/example.yaml hero-table@2 hero-window@1"
+    )
+    with page.expect_download() as download:
+        page.click("#download")
+    picked = hermetic / download.value.suggested_filename
+    download.value.save_as(picked)
+    before = {
+        name: (out / name).read_bytes() for name in ("hero-table-v2-1.png", "hero-window-v1-1.png")
+    }
+    untouched = (out / "hero-table-v1-1.png").read_bytes()
+
+    redone = ruxa_batch(
+        hermetic, "redo", "manifests/example.yaml", "--from", str(picked), *FAST_SANDBOX
+    )
+    assert redone.returncode == 0, redone.stderr
+    assert "tasks created this run: 2;" in redone.stdout
+    for name, data in before.items():
+        assert (out / "history" / "take-1" / name).read_bytes() == data
+        assert (out / name).read_bytes() != data
+    assert (out / "hero-table-v1-1.png").read_bytes() == untouched
+
+    # The next report: the new takes, with the earlier ones beside them.
+    page.goto(report.as_uri() + "#q=hero")
+    page.reload()
+    redone_job = page.locator('article.job[data-selector="hero-table@2"]')
+    expect(redone_job.locator("label.pick .take")).to_have_text("take 2")
+    expect(redone_job.locator(".takes figcaption")).to_have_text("take 1 · succeeded")
+    assert (
+        redone_job.locator(".takes img").get_attribute("src")
+        == "history/take-1/hero-table-v2-1.png"
+    )
+    expect(
+        page.locator('article.job[data-selector="hero-table@1"] label.pick .take')
+    ).to_have_count(0)
+    page.get_by_label("Select hero-window@2").check()
     page.evaluate("document.activeElement.blur(); window.scrollTo(0, 0)")
     shot = hermetic / "review.png"
     page.screenshot(path=str(shot))
