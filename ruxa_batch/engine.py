@@ -17,9 +17,11 @@ while the client keeps only ``concurrency`` requests open and shares one rate li
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import math
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +42,7 @@ from ruxa_batch.client import (
     UrlExpired,
     Withdrawn,
 )
-from ruxa_batch.decide import IDLE, Action, Decision, Options, decide_all, pictures_on_disk
+from ruxa_batch.decide import IDLE, Action, Decision, Options, decide, decide_all, pictures_on_disk
 from ruxa_batch.errors import RuxaBatchError, os_reason
 from ruxa_batch.failures import DEFAULT_RULES, FailureRules, classify
 from ruxa_batch.jobs import Job, Manifest
@@ -91,6 +93,26 @@ QUERY = RetryPolicy(
 DOWNLOAD = RetryPolicy(on={**_TRANSIENT, **_AMBIGUOUS})
 
 
+# A job's life takes about three API requests (a create, a query or more, nothing for the
+# download); the window holds the jobs of WINDOW_SECONDS of creates at the full rate limit.
+WINDOW_SECONDS = 60.0
+REQUESTS_PER_JOB = 3.0
+MAX_WINDOW = 10_000
+
+
+def window_size(*, rate_limit: float, concurrency: int) -> int:
+    """How many jobs the engine drives at once.
+
+    Jobs in the window make ``rate_limit / REQUESTS_PER_JOB`` jobs per second at most; so that
+    the rate limit and not the window bounds throughput, the window holds every job started in
+    ``WINDOW_SECONDS`` at that pace, so tasks taking up to three minutes
+    (``WINDOW_SECONDS * REQUESTS_PER_JOB``) keep the rate limit busy. At least four jobs per
+    connection, at most MAX_WINDOW: jobs waiting to start cost a row in the state, not memory.
+    """
+    wanted = math.ceil(rate_limit * WINDOW_SECONDS)
+    return max(4 * concurrency, min(MAX_WINDOW, wanted))
+
+
 @dataclass(frozen=True)
 class EngineOptions:
     """What the engine needs to know beyond the manifest."""
@@ -103,6 +125,7 @@ class EngineOptions:
     backoff_base: float = 1.0
     seed: int | None = None
     max_tasks: int | None = None  # hard cap on creates in this run
+    window: int = 10_000  # jobs driven at once (see window_size)
     failure_rules: FailureRules = DEFAULT_RULES  # which task failures are not worth a new task
 
 
@@ -263,28 +286,50 @@ class Engine:
         if changed:
             self.store.ensure_jobs(changed)
         self._records = records
-        decisions = self.decisions(records)
-        work: list[tuple[Job, Decision]] = []
-        for job in self.manifest.jobs:
-            decision = decisions[job.key]
-            self.settle(job, decision)
-            if decision.action not in IDLE:
-                work.append((job, decision))
+        files_present = pictures_on_disk(self.options.output_dir, self.manifest)
+
+        def decided(*, settle: bool) -> Iterator[tuple[Job, Decision]]:
+            # One job at a time, as the window takes it: a job waiting to start costs its row
+            # in the state, not a coroutine (nor a decision) in memory.
+            for job in self.manifest.jobs:
+                decision = decide(records.get(job.key), options, files_present=files_present)
+                if decision.action not in IDLE:
+                    yield job, decision
+                elif settle:
+                    self.settle(job, decision)  # a lost create left alone: now uncertain
+
+        options = self.options.decisions
         if self.publisher is not None:
             # Uploads begin at once, on their own limit: a job then waits only for its files.
             # Under a cap, only the files of the jobs the cap lets through (others are
             # published when a job asks, if it ever may).
-            creating = [job for job, decision in work if decision.creates_now]
+            creating: Iterator[Job] = (
+                job for job, decision in decided(settle=False) if decision.creates_now
+            )
             if self.options.max_tasks is not None:
-                creating = creating[: self.options.max_tasks]
+                creating = itertools.islice(creating, self.options.max_tasks)
             self.publisher.start(file for job in creating for file in job.local_files)
-        tasks = [asyncio.ensure_future(self.guarded(job, decision)) for job, decision in work]
+        source = decided(settle=True)
+
+        async def worker() -> None:
+            for job, decision in source:
+                if self.halted:
+                    return  # the jobs not taken yet stay as the state has them
+                self.settle(job, decision)
+                if decision.creates_now and self.cannot_create():
+                    # Creating stopped (a 402, the cap): counted, never started.
+                    self.note_cap()
+                    self.not_submitted(job)
+                    continue
+                await self.guarded(job, decision)
+
+        workers = [asyncio.ensure_future(worker()) for _ in range(self.options.window)]
         try:
-            await asyncio.gather(*tasks)
+            await asyncio.gather(*workers)
         except BaseException:
-            for task in tasks:
+            for task in workers:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*workers, return_exceptions=True)
             raise
         finally:
             if self.publisher is not None:

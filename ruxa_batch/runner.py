@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from ruxa_batch.addresses import is_loopback
 from ruxa_batch.client import RuxaClient, remove_stale_partials
-from ruxa_batch.engine import Engine, EngineOptions, RunOutcome
+from ruxa_batch.engine import Engine, EngineOptions, RunOutcome, window_size
 from ruxa_batch.errors import (
     EXIT_API_STOPPED,
     EXIT_INTERRUPTED,
@@ -220,6 +220,7 @@ def _run_with_store(
         backoff_base=tuning.retry_backoff,
         max_tasks=tuning.max_tasks,
         failure_rules=tuning.permanent_failures,
+        window=window_size(rate_limit=tuning.rate_limit, concurrency=tuning.concurrency),
     )
     # The jobs this run drives: all of them, or those a redo selects (checked before anything
     # is recorded; the confirmation counts them as new jobs, which is what a new take costs).
