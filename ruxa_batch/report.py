@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import base64
 import html
+import itertools
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -401,7 +402,24 @@ def render_report(
     history: Mapping[str, Any],
     embed: bool = False,
 ) -> str:
-    """The report page for ``table``'s jobs.
+    """The report page for ``table``'s jobs (see :func:`report_chunks`)."""
+    return "".join(
+        report_chunks(
+            table, output_dir=output_dir, report_dir=report_dir, history=history, embed=embed
+        )
+    )
+
+
+def report_chunks(
+    table: Table,
+    *,
+    output_dir: Path,
+    report_dir: Path,
+    history: Mapping[str, Any],
+    embed: bool = False,
+) -> Iterator[str]:
+    """The report page for ``table``'s jobs, a card at a time (a big batch's page is written as
+    it is made, never held whole).
 
     A row may carry ``take`` (1 when the job was never redone) and ``history``: its earlier
     takes, oldest first, each ``{"take", "status", "task_id", "files"}`` with files relative to
@@ -435,50 +453,46 @@ def render_report(
     # URLs expire): their paths are relative to the manifest's folder.
     inputs = os.path.relpath(table.manifest.base.resolve(), report_dir).replace(os.sep, "/")
     inputs = "" if inputs == "." else inputs + "/"
-    # One card per request: the variants of an id, in manifest order.
-    requests: dict[str, list[Mapping[str, Any]]] = {}
-    for row in table.rows:
-        requests.setdefault(str(row["id"]), []).append(row)
+    # One card per request: the variants of an id, which follow each other in manifest order.
     links = _Links(output_dir, prefix, embed=embed)
-    cards = [
-        _card(rows, links, inputs=(table.manifest.base, inputs), embed=embed)
-        for rows in requests.values()
+    head = [
+        "<!doctype html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>ruxa-batch report: {_e(manifest.name)}</title>",
+        f"<style>{_STYLE}</style>",
+        "</head>",
+        "<body>",
+        '<header class="top">',
+        f"<h1>{_e(manifest.name)}</h1>",
+        f'<p class="meta">{_e(display_path(manifest.path))} · model {_e(manifest.model)} · '
+        f"{len(table.rows):,} jobs · generated {generated}</p>",
+        f'<ul class="summary">{"".join(summary)}</ul>',
+        "</header>",
+        '<nav class="controls">',
+        *buttons,
+        '<span id="shown" aria-live="polite"></span>',
+        '<input type="search" id="search" placeholder="Search id or prompt" '
+        'aria-label="Search id or prompt">',
+        "</nav>",
+        '<main id="jobs">',
     ]
-    return "\n".join(
-        [
-            "<!doctype html>",
-            '<html lang="en">',
-            "<head>",
-            '<meta charset="utf-8">',
-            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            f"<title>ruxa-batch report: {_e(manifest.name)}</title>",
-            f"<style>{_STYLE}</style>",
-            "</head>",
-            "<body>",
-            '<header class="top">',
-            f"<h1>{_e(manifest.name)}</h1>",
-            f'<p class="meta">{_e(display_path(manifest.path))} · model {_e(manifest.model)} · '
-            f"{len(table.rows):,} jobs · generated {generated}</p>",
-            f'<ul class="summary">{"".join(summary)}</ul>',
-            "</header>",
-            '<nav class="controls">',
-            *buttons,
-            '<span id="shown" aria-live="polite"></span>',
-            '<input type="search" id="search" placeholder="Search id or prompt" '
-            'aria-label="Search id or prompt">',
-            "</nav>",
-            '<main id="jobs">',
-            *cards,
-            "</main>",
-            '<p id="empty" hidden>No job matches.</p>',
-            _selection_bar(manifest),
-            _LIGHTBOX,
-            f"<script>{_SCRIPT}</script>",
-            "</body>",
-            "</html>",
-            "",
-        ]
-    )
+    yield "\n".join(head) + "\n"
+    for _id, rows in itertools.groupby(table.rows, key=lambda row: str(row["id"])):
+        yield _card(list(rows), links, inputs=(table.manifest.base, inputs), embed=embed) + "\n"
+    tail = [
+        "</main>",
+        '<p id="empty" hidden>No job matches.</p>',
+        _selection_bar(manifest),
+        _LIGHTBOX,
+        f"<script>{_SCRIPT}</script>",
+        "</body>",
+        "</html>",
+        "",
+    ]
+    yield "\n".join(tail)
 
 
 def _selection_bar(manifest: Manifest) -> str:
@@ -657,13 +671,13 @@ def write_report(
     history: Mapping[str, Any],
     embed: bool = False,
 ) -> Path:
-    """Write the report atomically; returns its path."""
-    text = render_report(
+    """Write the report atomically, as it is made; returns its path."""
+    chunks = report_chunks(
         table,
         output_dir=output_dir.resolve(),
         report_dir=destination.parent.resolve(),
         history=history,
         embed=embed,
     )
-    write_atomic(destination, text)
+    write_atomic(destination, chunks)
     return destination

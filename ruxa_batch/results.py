@@ -9,13 +9,13 @@ import os
 import stat
 import tempfile
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from ruxa_batch.errors import cannot_write
-from ruxa_batch.jobs import Manifest, display_path
+from ruxa_batch.jobs import Job, Manifest, display_path
 from ruxa_batch.state import JobRecord, TakeRecord
 from ruxa_batch.statuses import JOB_STATUSES, JobStatus
 
@@ -47,10 +47,15 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 @dataclass(frozen=True)
 class Table:
-    """The results of a manifest's jobs, from the state file."""
+    """The results of a manifest's jobs, from the state file.
+
+    ``rows`` is any sequence of row dicts; :func:`build_table` gives one that makes each row
+    when it is read, so that writing the results of a big batch streams instead of holding
+    every row in memory.
+    """
 
     manifest: Manifest
-    rows: tuple[dict[str, Any], ...]
+    rows: Sequence[dict[str, Any]]
 
     def counts(self) -> dict[str, int]:
         """Jobs per status, every status present, by the status's word."""
@@ -68,34 +73,64 @@ def build_table(
     takes: Mapping[str, Sequence[TakeRecord]] | None = None,
 ) -> Table:
     """One row per job of the manifest, joined with its state (pending when never run): its
-    current take, with its earlier takes (a redo's) under ``history``."""
-    rows = []
-    for job in manifest.jobs:
-        record = records.get(job.key)
-        rows.append(
-            {
-                "id": job.id,
-                "variant": job.variant,
-                "take": record.take if record else 1,
-                "status": record.status if record else JobStatus.PENDING,
-                "task_id": record.task_id if record else None,
-                "prompt": job.prompt,
-                "images": list(job.image_names),
-                "image_size": job.image_size,
-                "output_format": job.output_format,
-                "result_urls": list(record.result_urls) if record else [],
-                "files": list(record.files) if record else [],
-                "error": record.error if record else None,
-                "failure": failure_of(record),
-                "attempts": record.tasks_total if record else 0,
-                "possible_duplicate": bool(record.possible_duplicate) if record else False,
-                "submitted_at": submitted_at(record),
-                "finished_at": finished_at(record),
-                "key": job.key,
-                "history": [_earlier(take) for take in (takes or {}).get(job.key, ())],
-            }
-        )
-    return Table(manifest, tuple(rows))
+    current take, with its earlier takes (a redo's) under ``history``. Rows are made as they
+    are read."""
+    return Table(manifest, _Rows(manifest, records, takes or {}))
+
+
+class _Rows(Sequence[dict[str, Any]]):
+    """The rows of a manifest's jobs, each made when it is read (never all kept)."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        records: Mapping[str, JobRecord],
+        takes: Mapping[str, Sequence[TakeRecord]],
+    ) -> None:
+        self.jobs = manifest.jobs
+        self.records = records
+        self.takes = takes
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[dict[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | Sequence[dict[str, Any]]:
+        if isinstance(index, slice):
+            return [self._row(job) for job in self.jobs[index]]
+        return self._row(self.jobs[index])
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return map(self._row, self.jobs)
+
+    def _row(self, job: Job) -> dict[str, Any]:
+        record = self.records.get(job.key)
+        return {
+            "id": job.id,
+            "variant": job.variant,
+            "take": record.take if record else 1,
+            "status": record.status if record else JobStatus.PENDING,
+            "task_id": record.task_id if record else None,
+            "prompt": job.prompt,
+            "images": list(job.image_names),
+            "image_size": job.image_size,
+            "output_format": job.output_format,
+            "result_urls": list(record.result_urls) if record else [],
+            "files": list(record.files) if record else [],
+            "error": record.error if record else None,
+            "failure": failure_of(record),
+            "attempts": record.tasks_total if record else 0,
+            "possible_duplicate": bool(record.possible_duplicate) if record else False,
+            "submitted_at": submitted_at(record),
+            "finished_at": finished_at(record),
+            "key": job.key,
+            "history": [_earlier(take) for take in self.takes.get(job.key, ())],
+        }
 
 
 def _earlier(take: TakeRecord) -> dict[str, Any]:
@@ -162,8 +197,13 @@ def finished_at(record: JobRecord | None) -> str | None:
 
 
 def to_csv(table: Table) -> str:
-    """The table as CSV (lists space-separated); a text cell that a spreadsheet would take for
-    a formula gets a leading ``'``, so it shows as the text it is."""
+    """The table as CSV (see :func:`csv_chunks`)."""
+    return "".join(csv_chunks(table))
+
+
+def csv_chunks(table: Table) -> Iterator[str]:
+    """The table as CSV, a row at a time (lists space-separated); a text cell that a
+    spreadsheet would take for a formula gets a leading ``'``, so it shows as the text it is."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)
@@ -177,7 +217,14 @@ def to_csv(table: Table) -> str:
             buffer.write(line.getvalue()[:-2] + "\n")
         else:
             writer.writerow(cells)
-    return buffer.getvalue()
+        if buffer.tell() > _CHUNK:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+_CHUNK = 1 << 16
 
 
 def _csv_cell(column: str, value: Any) -> str:
@@ -190,20 +237,27 @@ def _csv_cell(column: str, value: Any) -> str:
 
 
 def to_json(table: Table, summary: Mapping[str, Any]) -> str:
-    """The table as a JSON document with the manifest's name and path and a summary.
+    """The table as a JSON document (see :func:`json_chunks`)."""
+    return "".join(json_chunks(table, summary))
+
+
+def json_chunks(table: Table, summary: Mapping[str, Any]) -> Iterator[str]:
+    """The table as a JSON document with the manifest's name and path and a summary, a job at
+    a time.
 
     One job per line: readable, diff-friendly, and written by the C encoder (an indented
     document takes the pure-Python one, several times slower for large batches).
     """
     manifest = {"name": table.manifest.name, "path": display_path(table.manifest.path)}
-    jobs = ",\n    ".join(json.dumps(row, ensure_ascii=False) for row in table.rows)
-    return (
+    yield (
         "{\n"
         f'  "manifest": {json.dumps(manifest, ensure_ascii=False)},\n'
         f'  "summary": {json.dumps(dict(summary), ensure_ascii=False)},\n'
-        f'  "jobs": [\n    {jobs}\n  ]\n'
-        "}\n"
+        '  "jobs": [\n    '
     )
+    for number, row in enumerate(table.rows):
+        yield (",\n    " if number else "") + json.dumps(row, ensure_ascii=False)
+    yield "\n  ]\n}\n"
 
 
 def _plain_mode(path: Path) -> int:
@@ -227,8 +281,9 @@ def _umask() -> int:
     return mask
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so that readers see the old file or the new, never half.
+def write_atomic(path: Path, text: str | Iterable[str]) -> None:
+    """Replace ``path`` with ``text`` (a string, or its pieces in order, written as they come)
+    so that readers see the old file or the new, never half.
 
     A full disk or a read-only folder is an :class:`~ruxa_batch.errors.EnvironmentProblem`.
     """
@@ -243,7 +298,11 @@ def write_atomic(path: Path, text: str) -> None:
         raise cannot_write(display_path(path), exc) from None
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
-            out.write(text)
+            if isinstance(text, str):
+                out.write(text)
+            else:
+                for piece in text:
+                    out.write(piece)
             out.flush()
             os.fsync(out.fileno())
         os.replace(temp, path)
@@ -259,6 +318,6 @@ def write_results(table: Table, output_dir: Path, summary: Mapping[str, Any]) ->
     """Write ``results.csv`` and ``results.json`` into ``output_dir``; returns their paths."""
     csv_path = output_dir / "results.csv"
     json_path = output_dir / "results.json"
-    write_atomic(csv_path, to_csv(table))
-    write_atomic(json_path, to_json(table, summary))
+    write_atomic(csv_path, csv_chunks(table))
+    write_atomic(json_path, json_chunks(table, summary))
     return (csv_path, json_path)
