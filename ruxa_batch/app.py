@@ -27,7 +27,7 @@ from ruxa_batch.manifest import check_manifest, load_manifest
 from ruxa_batch.pictures import FileCheck, check_file, pictures_of
 from ruxa_batch.plan import make_plan, render
 from ruxa_batch.redo import RedoRequest
-from ruxa_batch.report import REPORT_FILENAME, write_report
+from ruxa_batch.report import REPORT_FILENAME, run_flags, write_report
 from ruxa_batch.results import build_table, every_take, to_csv, to_json, write_atomic
 from ruxa_batch.schema import schema_text
 from ruxa_batch.settings import (
@@ -174,6 +174,7 @@ def report(settings: ReportSettings) -> int:
             destination=destination,
             history=history,
             embed=settings.embed,
+            redo_flags=run_flags(sandbox=settings.sandbox, state=settings.state),
         )
     except EnvironmentProblem as exc:
         raise EnvironmentProblem(f"{exc.message} (-o FILE writes it elsewhere)") from None
@@ -296,7 +297,7 @@ def verify(settings: VerifySettings) -> int:
     """
     manifest = _load(settings.path, max_jobs=settings.max_jobs)
     output_dir = output_dir_for(manifest.output.dir, sandbox=settings.sandbox)
-    records = _records(
+    records, _history, takes = _read_state(
         manifest, settings.state, sandbox=settings.sandbox, needed_for="nothing to verify"
     )
     lines: list[str] = []
@@ -304,6 +305,16 @@ def verify(settings: VerifySettings) -> int:
     jobs = 0
     for job in manifest.jobs:
         record = records.get(job.key)
+        variant = f" variant {job.variant}" if job.variants > 1 else ""
+        # The pictures of earlier takes (a redo's) are kept too, and checked alike.
+        for take in takes.get(job.key, ()):
+            for name, sha256 in zip(take.files, take.sha256, strict=False):
+                file = output_dir / name
+                result = check_file(file, sha256, None)
+                found[result] += 1
+                if result != FileCheck.OK:
+                    where = f"job {job.id!r}{variant}, take {take.take}"
+                    lines.append(f"{result}: {display_path(file)} ({where})")
         if record is None or record.status != JobStatus.SUCCEEDED:
             continue
         jobs += 1
@@ -312,7 +323,6 @@ def verify(settings: VerifySettings) -> int:
             result = check_file(file, picture.sha256, picture.size)
             found[result] += 1
             if result != FileCheck.OK:
-                variant = f" variant {job.variant}" if job.variants > 1 else ""
                 lines.append(f"{result}: {display_path(file)} (job {job.id!r}{variant})")
     emit(lines, sys.stdout)
     checked = sum(found.values())
@@ -329,7 +339,7 @@ def verify(settings: VerifySettings) -> int:
         [
             f"not as downloaded: {len(lines):,} of {plural(checked, 'picture')} "
             f"({found[FileCheck.MISSING]:,} missing, {found[FileCheck.CHANGED]:,} changed); "
-            "`ruxa-batch run` downloads them again from the recorded result URLs"
+            "`ruxa-batch run` downloads the current takes' again from the recorded result URLs"
         ]
     )
     return EXIT_JOBS_FAILED

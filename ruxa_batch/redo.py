@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ruxa_batch.errors import UsageError
 from ruxa_batch.jobs import Job, Manifest, display_path
+from ruxa_batch.local_files import plural
 from ruxa_batch.pictures import holds, pictures_of
 from ruxa_batch.state import JobRecord, StateStore
 from ruxa_batch.statuses import REDOABLE, JobStatus
@@ -52,7 +53,7 @@ class RedoPlan:
 def read_selectors(path: Path) -> tuple[str, ...]:
     """Selectors from a file: one per line; blank lines and ``#`` comments skipped."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or type(exc).__name__
         raise UsageError(f"cannot read the selection file {display_path(path)}: {reason}") from None
@@ -65,7 +66,7 @@ def read_selectors(path: Path) -> tuple[str, ...]:
 
 def _matches(selector: str, job: Job) -> bool:
     name, at, variant = selector.partition("@")
-    if at and variant != str(job.variant):
+    if at and int(variant) != job.variant:
         return False
     return fnmatch.fnmatchcase(job.id, name) if _GLOB.search(name) else job.id == name
 
@@ -115,7 +116,9 @@ def select(manifest: Manifest, records: Mapping[str, JobRecord], request: RedoRe
             message = f"{who} is {status}: it has no picture yet to redo (run the batch first)"
             (problems if job.key in explicit else notes).append(message)
         elif record.take > 1 and not request.again:
-            problems.append(
+            # A redo repeated by mistake, or one that stopped part way and is run again: the
+            # jobs already made again are left as they are.
+            notes.append(
                 f"{who} is already a redo (take {record.take}, {record.status}); "
                 f"pass --again for take {record.take + 1}"
             )
@@ -137,9 +140,11 @@ def _who(job: Job) -> str:
     return f"job {job.id!r}" + (f" variant {job.variant}" if job.variants > 1 else "")
 
 
-def history_name(take: int, name: str) -> str:
-    """Where a picture of take ``take`` is kept, relative to the output folder."""
-    return f"{HISTORY_FOLDER}/take-{take}/{name}"
+def history_name(key: str, take: int, name: str) -> str:
+    """Where a picture of take ``take`` of the job with identity ``key`` is kept, relative to
+    the output folder: the identity is in the path, since after a prompt is edited or an id
+    reused another job may have the same file name and take number."""
+    return f"{HISTORY_FOLDER}/take-{take}/{key[:12]}/{name}"
 
 
 def start_takes(
@@ -162,13 +167,54 @@ def start_takes(
         for picture in pictures_of(record):
             if picture.name.startswith(f"{HISTORY_FOLDER}/"):
                 continue  # moved by a redo that stopped before recording the new take
-            kept = history_name(record.take, picture.name)
+            kept = history_name(job.key, record.take, picture.name)
             source, target = output_dir / picture.name, output_dir / kept
-            if holds(source, picture):
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(source, target)
+            if holds(target, picture) and not holds(source, picture):
+                # Moved by a redo killed before the state followed: record it there.
                 store.rename_file(job.key, picture.name, kept)
+                continue
+            if not os.path.lexists(source):
+                store.forget_file(job.key, picture.name)  # deleted by hand: nothing to keep
+                continue
+            kept = _free(output_dir, kept)
+            # Whatever is there is kept, even a picture edited by hand since (verify then says
+            # it changed): the new take never overwrites it.
+            (output_dir / kept).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, output_dir / kept)
+            store.rename_file(job.key, picture.name, kept)
         store.start_take(job.key, reason=reason)
+
+
+def within_cap(plan: RedoPlan, cap: int | None) -> RedoPlan:
+    """The plan with no more new takes than ``cap`` (``--max-tasks``): a take is started only
+    for a job the run may create a task for; the others keep their pictures, with a note."""
+    if cap is None or len(plan.new_takes) <= cap:
+        return plan
+    allowed, left = plan.new_takes[:cap], plan.new_takes[cap:]
+    note = (
+        f"{len(left):,} more jobs were selected but are over the cap of {cap:,} tasks "
+        "(--max-tasks): they keep their pictures; redo them again later"
+    )
+    keys = {job.key for job in (*allowed, *plan.continuing)}
+    return RedoPlan(
+        allowed,
+        plan.continuing,
+        (*plan.notes, note),
+        tuple(job for job in plan.jobs if job.key in keys),
+    )
+
+
+def _free(output_dir: Path, name: str) -> str:
+    """``name``, or ``name`` with ``-2``, ``-3``... before its extension when that is taken."""
+    if not os.path.lexists(output_dir / name):
+        return name
+    stem, dot, ext = name.rpartition(".")
+    number = 2
+    while True:
+        candidate = f"{stem}-{number}.{ext}" if dot else f"{name}-{number}"
+        if not os.path.lexists(output_dir / candidate):
+            return candidate
+        number += 1
 
 
 def driven(manifest: Manifest, plan: RedoPlan) -> Manifest:
@@ -185,9 +231,9 @@ def planning_records(records: Mapping[str, JobRecord], plan: RedoPlan) -> dict[s
 
 def summary_lines(plan: RedoPlan) -> list[str]:
     """What the redo does, before it does it."""
-    lines = [f"redo: {len(plan.new_takes):,} new takes"]
+    lines = [f"redo: {plural(len(plan.new_takes), 'new take')}"]
     if plan.continuing:
-        lines[0] += f", {len(plan.continuing):,} unfinished takes continued"
+        lines[0] += f", {plural(len(plan.continuing), 'unfinished take')} continued"
     lines += [f"note: {note}" for note in plan.notes]
     return lines
 

@@ -150,9 +150,10 @@ _SCRIPT = """
   }
   var bar = document.getElementById("selection");
   var manifest = bar.dataset.manifest;
+  var flags = (bar.dataset.flags || "").split("\\n").filter(function (flag) { return flag; });
   var fileName = bar.dataset.download;
   function redoCommand(selectors) {
-    return ["ruxa-batch", "redo", manifest].concat(selectors).map(shellQuote).join(" ");
+    return ["ruxa-batch", "redo", manifest].concat(flags, selectors).map(shellQuote).join(" ");
   }
   window.ruxaReport = { shellQuote: shellQuote, redoCommand: redoCommand };
 
@@ -274,7 +275,7 @@ _SCRIPT = """
     link.remove();
     setTimeout(function () { URL.revokeObjectURL(link.href); }, 10000);
   });
-  fromCommand.textContent = ["ruxa-batch", "redo", manifest, "--from", fileName]
+  fromCommand.textContent = ["ruxa-batch", "redo", manifest].concat(flags, ["--from", fileName])
     .map(shellQuote).join(" ");
 
   // The full-size view: the outputs of the jobs shown, in page order.
@@ -401,11 +402,17 @@ def render_report(
     report_dir: Path,
     history: Mapping[str, Any],
     embed: bool = False,
+    redo_flags: Sequence[str] = (),
 ) -> str:
     """The report page for ``table``'s jobs (see :func:`report_chunks`)."""
     return "".join(
         report_chunks(
-            table, output_dir=output_dir, report_dir=report_dir, history=history, embed=embed
+            table,
+            output_dir=output_dir,
+            report_dir=report_dir,
+            history=history,
+            embed=embed,
+            redo_flags=redo_flags,
         )
     )
 
@@ -417,6 +424,7 @@ def report_chunks(
     report_dir: Path,
     history: Mapping[str, Any],
     embed: bool = False,
+    redo_flags: Sequence[str] = (),
 ) -> Iterator[str]:
     """The report page for ``table``'s jobs, a card at a time (a big batch's page is written as
     it is made, never held whole).
@@ -485,7 +493,7 @@ def report_chunks(
     tail = [
         "</main>",
         '<p id="empty" hidden>No job matches.</p>',
-        _selection_bar(manifest),
+        _selection_bar(manifest, redo_flags),
         _LIGHTBOX,
         f"<script>{_SCRIPT}</script>",
         "</body>",
@@ -495,11 +503,15 @@ def report_chunks(
     yield "\n".join(tail)
 
 
-def _selection_bar(manifest: Manifest) -> str:
+def _selection_bar(manifest: Manifest, flags: Sequence[str]) -> str:
     argument = _e(_manifest_argument(manifest))
+    # The flags of the run the page shows (--sandbox, --state PATH): a redo from a sandbox
+    # report must not go to the real API and the real state. A carriage return survives the
+    # attribute as a character reference.
+    joined = _e("\n".join(flags)).replace("\r", "&#13;")
     return (
         f'<footer class="selection" id="selection" data-manifest="{argument}"'
-        f' data-download="{_e(redo_file_name(manifest.name))}">'
+        f' data-flags="{joined}" data-download="{_e(redo_file_name(manifest.name))}">'
         '<span id="selected-count" aria-live="polite">0 selected</span>'
         '<button type="button" id="select-visible">Select all visible</button>'
         '<button type="button" id="clear">Clear</button>'
@@ -670,14 +682,25 @@ def write_report(
     destination: Path,
     history: Mapping[str, Any],
     embed: bool = False,
+    redo_flags: Sequence[str] = (),
 ) -> Path:
-    """Write the report atomically, as it is made; returns its path."""
+    """Write the report atomically, as it is made; returns its path. ``redo_flags`` go into
+    the page's redo command (see :func:`run_flags`)."""
     chunks = report_chunks(
         table,
         output_dir=output_dir.resolve(),
         report_dir=destination.parent.resolve(),
         history=history,
         embed=embed,
+        redo_flags=redo_flags,
     )
     write_atomic(destination, chunks)
     return destination
+
+
+def run_flags(*, sandbox: bool, state: Path | None) -> tuple[str, ...]:
+    """The flags that point a command at the run a report shows: its sandbox, its state file."""
+    flags: tuple[str, ...] = ("--sandbox",) if sandbox else ()
+    if state is not None:
+        flags += ("--state", display_path(state))
+    return flags

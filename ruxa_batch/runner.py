@@ -38,9 +38,16 @@ from ruxa_batch.manifest import load_manifest
 from ruxa_batch.plan import make_plan
 from ruxa_batch.progress import Progress
 from ruxa_batch.ratelimit import RateLimiter
-from ruxa_batch.redo import RedoRequest, driven, planning_records, select, start_takes
+from ruxa_batch.redo import (
+    RedoRequest,
+    driven,
+    planning_records,
+    select,
+    start_takes,
+    within_cap,
+)
 from ruxa_batch.redo import summary_lines as redo_summary
-from ruxa_batch.report import REPORT_FILENAME, write_report
+from ruxa_batch.report import REPORT_FILENAME, run_flags, write_report
 from ruxa_batch.results import Table, build_table, write_atomic, write_results
 from ruxa_batch.settings import API_KEY_ENV, RunFlags
 from ruxa_batch.state import JobRecord, StateStore, state_path_for
@@ -227,7 +234,7 @@ def _run_with_store(
     driving, planning, redo_plan = manifest, None, None
     if redo is not None:
         records = store.job_records()
-        redo_plan = select(manifest, records, redo)
+        redo_plan = within_cap(select(manifest, records, redo), tuning.max_tasks)
         driving = driven(manifest, redo_plan)
         planning = planning_records(records, redo_plan)
         if not flags.quiet:
@@ -303,6 +310,7 @@ def _run_with_store(
                 output_dir=output_dir,
                 destination=output_dir / REPORT_FILENAME,
                 history=store.history(),
+                redo_flags=run_flags(sandbox=flags.sandbox, state=flags.state),
             )
         )
     if not flags.quiet:

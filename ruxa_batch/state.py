@@ -847,6 +847,30 @@ class StateStore:
         return found
 
     @_guarded
+    def forget_file(self, key: str, name: str) -> None:
+        """One of the job's pictures is gone from disk (deleted by hand): drop it, its hash and
+        its size from the record."""
+        with self.transaction() as conn:
+            row = conn.execute(
+                "SELECT files, sha256, sizes FROM jobs WHERE key = ?", (key,)
+            ).fetchone()
+            if row is None:
+                return
+            files, digests = json.loads(row["files"]), json.loads(row["sha256"])
+            sizes = json.loads(row["sizes"])
+            keep = [index for index, file in enumerate(files) if file != name]
+            conn.execute(
+                "UPDATE jobs SET files = ?, sha256 = ?, sizes = ?, updated_at = ? WHERE key = ?",
+                (
+                    json.dumps([files[i] for i in keep]),
+                    json.dumps([digests[i] for i in keep if i < len(digests)]),
+                    json.dumps([sizes[i] for i in keep if i < len(sizes)]),
+                    now_iso(),
+                    key,
+                ),
+            )
+
+    @_guarded
     def rename_file(self, key: str, old: str, new: str) -> None:
         """One of the job's pictures was moved from ``old`` to ``new`` (same bytes)."""
         with self.transaction() as conn:

@@ -58,7 +58,7 @@ def test_redo_by_id_makes_one_new_task_and_keeps_the_earlier_picture(
     old_sha = digest(out / old_name)
     result = run(redo_args(sandbox, "job-001", "--reason", "too dark"))
     assert result.code == 0, result.err
-    assert result.out.splitlines()[0] == "redo: 1 new takes"
+    assert result.out.splitlines()[0] == "redo: 1 new take"
     assert sandbox.counters()["creates"] == 7  # exactly one more
     after = rows(hermetic)
     assert after["job-001"]["take"] == 2 and after["job-001"]["status"] == "succeeded"
@@ -69,7 +69,8 @@ def test_redo_by_id_makes_one_new_task_and_keeps_the_earlier_picture(
     }
     # The earlier take's picture is kept, byte for byte, in the history folder; the new one
     # has the job's usual name.
-    kept = out / "history" / "take-1" / old_name
+    key = before["job-001"]["key"]
+    kept = out / "history" / "take-1" / key[:12] / old_name
     assert digest(kept) == old_sha
     assert digest(out / old_name) != old_sha
     (history,) = after["job-001"]["history"]
@@ -77,7 +78,7 @@ def test_redo_by_id_makes_one_new_task_and_keeps_the_earlier_picture(
         "take": 1,
         "status": "succeeded",
         "task_id": before["job-001"]["task_id"],
-        "files": [f"history/take-1/{old_name}"],
+        "files": [f"history/take-1/{key[:12]}/{old_name}"],
         "error": None,
         "finished_at": before["job-001"]["finished_at"],
         "reason": "too dark",
@@ -155,7 +156,8 @@ def test_a_repeated_redo_pays_nothing_unless_asked_again(run, hermetic, sandbox,
     again = run(redo_args(sandbox, "job-000"))
     assert (again.code, again.err) == (
         2,
-        "error: job 'job-000' is already a redo (take 2, succeeded); pass --again for take 3\n",
+        "error: nothing to redo: job 'job-000' is already a redo (take 2, succeeded); pass "
+        "--again for take 3\n",
     )
     assert sandbox.counters()["creates"] == creates
     third = run(redo_args(sandbox, "job-000", "--again"))
@@ -165,8 +167,8 @@ def test_a_repeated_redo_pays_nothing_unless_asked_again(run, hermetic, sandbox,
     assert row["take"] == 3 and [take["take"] for take in row["history"]] == [1, 2]
     out = hermetic / "out" / "t"
     assert sorted(p.relative_to(out).as_posix() for p in (out / "history").rglob("*.png")) == [
-        "history/take-1/job-000-v1-1.png",
-        "history/take-2/job-000-v1-1.png",
+        f"history/take-1/{row['key'][:12]}/job-000-v1-1.png",
+        f"history/take-2/{row['key'][:12]}/job-000-v1-1.png",
     ]
 
 
@@ -216,7 +218,7 @@ def test_a_redo_killed_after_its_create_continues_without_a_second_task(
     # The same command again: the take is unfinished, so it is continued, not started anew.
     again = subprocess.run(line, cwd=hermetic, env=env, capture_output=True, text=True, timeout=60)
     assert again.returncode == 0, again.stderr
-    assert again.stdout.splitlines()[0] == "redo: 0 new takes, 1 unfinished takes continued"
+    assert again.stdout.splitlines()[0] == "redo: 0 new takes, 1 unfinished take continued"
     assert server.counters()["creates"] == 4
     row = rows(hermetic)["job-001"]
     assert (row["take"], row["status"]) == (2, "succeeded")
@@ -242,3 +244,57 @@ def test_a_big_redo_asks_first_and_a_no_records_nothing(
     listed = json.loads(run(["ruxa-batch", "results", "m.yaml", "--format", "json"]).out)
     assert {row["take"] for row in listed["jobs"]} == {1}  # nothing recorded
     assert not (hermetic / "out" / "t" / "history").exists()
+
+
+def test_no_earlier_picture_is_ever_overwritten_or_lost(run, hermetic, sandbox, keyed) -> None:
+    keyed(sandbox)
+    first_run(run, hermetic, sandbox, count=3)
+    out = hermetic / "out" / "t"
+    name = "job-000-v1-1.png"
+    first = (out / name).read_bytes()
+    assert run(redo_args(sandbox, "job-000")).code == 0
+    # A new identity under the same id and file name (the prompt edited), then redone too:
+    # its take 1 must not land on the first job's take 1.
+    text = (hermetic / "m.yaml").read_text().replace("Edit picture", "Retouch picture")
+    (hermetic / "m.yaml").write_text(text)
+    assert run(run_args(sandbox)).code == 0
+    second = (out / name).read_bytes()
+    assert run(redo_args(sandbox, "job-000")).code == 0
+    kept = sorted(out.glob(f"history/take-1/*/{name}"))
+    assert len(kept) == 2 and {path.read_bytes() for path in kept} == {first, second}
+
+    # A picture edited by hand is kept as it is, not overwritten by the new take.
+    (out / "job-001-v1-1.png").write_bytes(b"retouched by hand")
+    assert run(redo_args(sandbox, "job-001")).code == 0
+    assert [p.read_bytes() for p in out.glob("history/take-1/*/job-001-v1-1.png")] == [
+        b"retouched by hand"
+    ]
+
+    # Killed between moving a picture and the state following: the next redo records it where
+    # it is, and the take keeps it.
+    row = rows(hermetic)["job-002"]
+    moved = out / "history" / "take-1" / row["key"][:12] / "job-002-v1-1.png"
+    moved.parent.mkdir(parents=True)
+    sha = digest(out / "job-002-v1-1.png")
+    (out / "job-002-v1-1.png").rename(moved)
+    assert run(redo_args(sandbox, "job-002")).code == 0
+    (history,) = rows(hermetic)["job-002"]["history"]
+    assert history["files"] == [moved.relative_to(out).as_posix()]
+    assert digest(moved) == sha
+
+
+def test_a_capped_redo_starts_only_the_takes_it_may_pay_for(run, hermetic, sandbox, keyed) -> None:
+    keyed(sandbox)
+    first_run(run, hermetic, sandbox, count=3)
+    result = run(redo_args(sandbox, "job-*", "--max-tasks", "1"))
+    assert result.code == 0, result.err
+    assert (
+        "note: 2 more jobs were selected but are over the cap of 1 tasks (--max-tasks): they keep "
+        "their pictures; redo them again later"
+    ) in result.out.splitlines()
+    assert [row["take"] for row in rows(hermetic).values()] == [2, 1, 1]
+    assert all(row["status"] == "succeeded" for row in rows(hermetic).values())
+    # The same command again goes on with the next one: the job already redone is left alone.
+    again = run(redo_args(sandbox, "job-*", "--max-tasks", "1"))
+    assert again.code == 0, again.err
+    assert [row["take"] for row in rows(hermetic).values()] == [2, 2, 1]

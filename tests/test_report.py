@@ -104,7 +104,7 @@ def test_variants_share_one_card_and_each_job_is_selectable(hermetic: Path) -> N
     ]
     assert page.count('type="checkbox" class="pick"') == 4
     assert 'class="take"' not in page
-    assert 'data-manifest="m.yaml" data-download="redo-t.txt"' in page
+    assert 'data-manifest="m.yaml" data-flags="" data-download="redo-t.txt"' in page
     for name in ("all", "succeeded", "failed", "running", "pending", "uncertain"):
         assert f'data-filter="{name}"' in page
     assert ">Pending (4)</button>" in page
@@ -144,7 +144,7 @@ def test_the_manifest_argument_is_never_an_option(hermetic: Path) -> None:
     manifest = load_manifest(write_manifest(hermetic, 1))
     odd = dataclasses.replace(manifest, path=hermetic / "-x.yaml", name="-x")
     page = render(build_table(odd, {}), hermetic)
-    assert 'data-manifest="./-x.yaml" data-download="redo-x.txt"' in page
+    assert 'data-manifest="./-x.yaml" data-flags="" data-download="redo-x.txt"' in page
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ cannot make yet (earlier takes) and what a manifest refuses (hostile ids).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shlex
 import shutil
@@ -479,7 +480,7 @@ def test_from_the_report_to_redo_to_the_next_report(page: Page, hermetic: Path) 
     page.get_by_label("Select hero-table@2").check()
     page.get_by_label("Select hero-window@1").check()
     expect(page.locator("#command")).to_have_value(
-        "ruxa-batch redo manifests/example.yaml hero-table@2 hero-window@1"
+        "ruxa-batch redo manifests/example.yaml --sandbox hero-table@2 hero-window@1"
     )
     with page.expect_download() as download:
         page.click("#download")
@@ -489,6 +490,8 @@ def test_from_the_report_to_redo_to_the_next_report(page: Page, hermetic: Path) 
         name: (out / name).read_bytes() for name in ("hero-table-v2-1.png", "hero-window-v1-1.png")
     }
     untouched = (out / "hero-table-v1-1.png").read_bytes()
+    jobs = json.loads((out / "results.json").read_text())["jobs"]
+    keys = {job["files"][0]: job["key"] for job in jobs}
 
     redone = ruxa_batch(
         hermetic, "redo", "manifests/example.yaml", "--from", str(picked), *FAST_SANDBOX
@@ -496,7 +499,8 @@ def test_from_the_report_to_redo_to_the_next_report(page: Page, hermetic: Path) 
     assert redone.returncode == 0, redone.stderr
     assert "tasks created this run: 2;" in redone.stdout
     for name, data in before.items():
-        assert (out / "history" / "take-1" / name).read_bytes() == data
+        key = keys[name]
+        assert (out / "history" / "take-1" / key[:12] / name).read_bytes() == data
         assert (out / name).read_bytes() != data
     assert (out / "hero-table-v1-1.png").read_bytes() == untouched
 
@@ -508,7 +512,7 @@ def test_from_the_report_to_redo_to_the_next_report(page: Page, hermetic: Path) 
     expect(redone_job.locator(".takes figcaption")).to_have_text("take 1 · succeeded")
     assert (
         redone_job.locator(".takes img").get_attribute("src")
-        == "history/take-1/hero-table-v2-1.png"
+        == f"history/take-1/{keys['hero-table-v2-1.png'][:12]}/hero-table-v2-1.png"
     )
     expect(
         page.locator('article.job[data-selector="hero-table@1"] label.pick .take')
