@@ -274,7 +274,7 @@ def plan(
     the task count and the cost are decided by the same rules. Needs no network and no API key.
 
     \b
-    Examples:
+    Example:
       ruxa-batch plan manifests/example.yaml --format markdown > plan.md
       ruxa-batch plan manifests/example.yaml --shards 4      # the split, shard by shard
       ruxa-batch plan manifests/example.yaml --shard 2/4     # what `run --shard 2/4` does

@@ -165,7 +165,7 @@ def check_shards(manifest: Manifest, found: Sequence[ShardState], *, partial: bo
     for state in found:
         if state.revision != revision:
             raise UsageError(
-                f"{state.shown()} ran manifest revision {state.revision or 'unknown'}, not "
+                f"{state.shown()} ran manifest revision {state.revision or '(none recorded)'}, not "
                 f"{display_path(manifest.path)} as it is now ({revision}): run that shard "
                 "again with this manifest (it resumes), or merge with the manifest it ran"
             )
