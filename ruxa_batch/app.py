@@ -25,13 +25,14 @@ from ruxa_batch.errors import (
 from ruxa_batch.jobs import Manifest, display_path, output_dir_for
 from ruxa_batch.manifest import check_manifest, load_manifest
 from ruxa_batch.pictures import FileCheck, check_file, pictures_of
-from ruxa_batch.plan import make_plan, render
+from ruxa_batch.plan import Scope, ShardShare, make_plan, render
 from ruxa_batch.redo import RedoRequest
 from ruxa_batch.report import REPORT_FILENAME, run_flags, write_report
 from ruxa_batch.results import build_table, every_take, to_csv, to_json, write_atomic
 from ruxa_batch.schema import schema_text
 from ruxa_batch.settings import (
     InitSettings,
+    MergeSettings,
     PlanSettings,
     ReportSettings,
     ResultsSettings,
@@ -40,6 +41,14 @@ from ruxa_batch.settings import (
     ValidateSettings,
     VerifySettings,
 )
+from ruxa_batch.shards import (
+    Shard,
+    manifest_revision,
+    shard_manifest,
+    shard_states,
+    split,
+)
+from ruxa_batch.shards import state_path as shard_state_path
 from ruxa_batch.state import JobRecord, StateStore, TakeRecord, state_path_for
 from ruxa_batch.statuses import CheckStatus, JobStatus
 from ruxa_batch.template import slugify
@@ -62,9 +71,10 @@ def refuse_csv(path: Path) -> None:
         )
 
 
-def _load(path: Path, *, max_jobs: int) -> Manifest:
+def _load(path: Path, *, max_jobs: int, shard: Shard | None = None) -> Manifest:
+    """The manifest, or the part of it that ``shard`` runs."""
     refuse_csv(path)
-    return load_manifest(path, max_jobs=max_jobs)
+    return shard_manifest(load_manifest(path, max_jobs=max_jobs), shard)
 
 
 def validate(settings: ValidateSettings) -> int:
@@ -117,14 +127,24 @@ def validate(settings: ValidateSettings) -> int:
 
 
 def _records(
-    manifest: Manifest, state: Path | None, *, sandbox: bool, needed_for: str | None = None
+    manifest: Manifest,
+    state: Path | None,
+    *,
+    sandbox: bool,
+    needed_for: str | None = None,
+    shard: Shard | None = None,
 ) -> dict[str, JobRecord]:
     """The recorded jobs of a manifest's state file (none if it does not exist yet)."""
-    return _read_state(manifest, state, sandbox=sandbox, needed_for=needed_for)[0]
+    return _read_state(manifest, state, sandbox=sandbox, needed_for=needed_for, shard=shard)[0]
 
 
 def _read_state(
-    manifest: Manifest, state: Path | None, *, sandbox: bool, needed_for: str | None = None
+    manifest: Manifest,
+    state: Path | None,
+    *,
+    sandbox: bool,
+    needed_for: str | None = None,
+    shard: Shard | None = None,
 ) -> tuple[dict[str, JobRecord], dict[str, Any], dict[str, list[TakeRecord]]]:
     """The recorded jobs, the run history and the earlier takes of a manifest's state file.
 
@@ -132,11 +152,19 @@ def _read_state(
     only read the state (``needed_for`` says what for): a made-up table of pending jobs, or a
     report of one, would be a silent wrong answer.
     """
-    path = state_path_for(output_dir_for(manifest.output.dir, sandbox=sandbox), state)
+    path = shard_state_path(output_dir_for(manifest.output.dir, sandbox=sandbox), state, shard)
     if not path.exists():
         if needed_for is None:
             return {}, {}, {}
         hint = _elsewhere(manifest, state, sandbox=sandbox)
+        if state is None and shard is None:
+            shards = shard_states(path.parent)
+            if shards:
+                named = ", ".join(str(found) for found in shards)
+                hint = (
+                    f"; the folder holds the state of shards {named}: add --shard I/N, or "
+                    "combine them with `ruxa-batch merge`"
+                )
         raise UsageError(f"no state file at {display_path(path)}: {needed_for}{hint}")
     store = StateStore(path, readonly=True)
     try:
@@ -161,9 +189,13 @@ def _elsewhere(manifest: Manifest, state: Path | None, *, sandbox: bool) -> str:
 
 def report(settings: ReportSettings) -> int:
     """Write the HTML contact sheet of a manifest's jobs, from the state and the pictures."""
-    manifest = _load(settings.path, max_jobs=settings.max_jobs)
+    manifest = _load(settings.path, max_jobs=settings.max_jobs, shard=settings.shard)
     records, history, takes = _read_state(
-        manifest, settings.state, sandbox=settings.sandbox, needed_for="nothing to report"
+        manifest,
+        settings.state,
+        sandbox=settings.sandbox,
+        needed_for="nothing to report",
+        shard=settings.shard,
     )
     output_dir = output_dir_for(manifest.output.dir, sandbox=settings.sandbox)
     destination = settings.output or output_dir / REPORT_FILENAME
@@ -188,18 +220,40 @@ def report(settings: ReportSettings) -> int:
 
 def plan(settings: PlanSettings) -> int:
     """Print what ``run`` with the same flags would do with each job of the manifest."""
-    manifest = _load(settings.path, max_jobs=settings.max_jobs)
-    records = _records(manifest, settings.state, sandbox=settings.sandbox)
+    whole = _load(settings.path, max_jobs=settings.max_jobs)
+    manifest = shard_manifest(whole, settings.shard)
+    output_dir = output_dir_for(manifest.output.dir, sandbox=settings.sandbox)
     tuning = Tuning.resolve(manifest.run, settings.tuning)
-    planned = make_plan(
-        manifest,
-        records,
-        settings.decisions.options(max_attempts=tuning.max_attempts),
-        output_dir=output_dir_for(manifest.output.dir, sandbox=settings.sandbox),
-    )
-    cost = planned.estimate(price=tuning.price_per_task, cap=tuning.max_tasks)
-    emit([render(planned, settings.format, cost)], sys.stdout)
-    if not records and settings.state is None:
+    options = settings.decisions.options(max_attempts=tuning.max_attempts)
+    scope = None
+    if settings.shards is not None:
+        # Each shard planned against its own state file, as its run will be; the whole plan
+        # against all of them together.
+        records: dict[str, JobRecord] = {}
+        shares = []
+        for index, part in enumerate(split(manifest, settings.shards), start=1):
+            shard = Shard(index, settings.shards)
+            found = _records(part, None, sandbox=settings.sandbox, shard=shard)
+            records.update(found)
+            share = make_plan(part, found, options, output_dir=output_dir)
+            cost = share.estimate(price=tuning.price_per_task, cap=tuning.max_tasks)
+            shares.append(ShardShare(shard, len(part.jobs), cost))
+        scope = Scope(len(whole.jobs), manifest_revision(whole), shares=tuple(shares))
+        cap = None  # the cap is per run, so per shard: each share shows its own
+    else:
+        records = _records(manifest, settings.state, sandbox=settings.sandbox, shard=settings.shard)
+        if settings.shard is not None:
+            scope = Scope(
+                len(whole.jobs),
+                manifest_revision(whole),
+                jobs=len(manifest.jobs),
+                shard=settings.shard,
+            )
+        cap = tuning.max_tasks
+    planned = make_plan(manifest, records, options, output_dir=output_dir)
+    cost = planned.estimate(price=tuning.price_per_task, cap=cap)
+    emit([render(planned, settings.format, cost, scope)], sys.stdout)
+    if not records and settings.state is None and settings.shard is None and scope is None:
         other = state_path_for(output_dir_for(manifest.output.dir, sandbox=not settings.sandbox))
         if other.exists():
             # Not an error (a plan before the first run is normal), but a likely slip.
@@ -221,6 +275,14 @@ def run(flags: RunFlags) -> int:
     return run_batch(flags)
 
 
+def merge(settings: MergeSettings) -> int:
+    """Combine shard output folders into one (see :mod:`ruxa_batch.merge`)."""
+    from ruxa_batch.merge import merge_shards
+
+    refuse_csv(settings.path)
+    return merge_shards(settings)
+
+
 def redo(flags: RunFlags, request: RedoRequest) -> int:
     """Make the selected jobs again (see :mod:`ruxa_batch.redo`)."""
     from ruxa_batch.runner import run_batch
@@ -231,9 +293,13 @@ def redo(flags: RunFlags, request: RedoRequest) -> int:
 
 def status(settings: StatusSettings) -> int:
     """Counts per status and the jobs that are not done, from the state file alone."""
-    manifest = _load(settings.path, max_jobs=settings.max_jobs)
+    manifest = _load(settings.path, max_jobs=settings.max_jobs, shard=settings.shard)
     records = _records(
-        manifest, settings.state, sandbox=settings.sandbox, needed_for="no job has run yet"
+        manifest,
+        settings.state,
+        sandbox=settings.sandbox,
+        needed_for="no job has run yet",
+        shard=settings.shard,
     )
     table = build_table(manifest, records)
     counts = table.counts()
@@ -273,9 +339,13 @@ def status(settings: StatusSettings) -> int:
 
 def results(settings: ResultsSettings) -> int:
     """Print or write the results table, from the state file alone."""
-    manifest = _load(settings.path, max_jobs=settings.max_jobs)
+    manifest = _load(settings.path, max_jobs=settings.max_jobs, shard=settings.shard)
     records, _history, takes = _read_state(
-        manifest, settings.state, sandbox=settings.sandbox, needed_for="no results yet"
+        manifest,
+        settings.state,
+        sandbox=settings.sandbox,
+        needed_for="no results yet",
+        shard=settings.shard,
     )
     table = build_table(manifest, records, takes)
     if settings.all_takes:

@@ -36,6 +36,27 @@ _state_option = click.option(
     default=None,
     help="State file. [default: <output.dir>/.ruxa-batch.sqlite]",
 )
+
+
+def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    from ruxa_batch.shards import parse_shard
+
+    return None if value is None else parse_shard(value)
+
+
+def _shard_option(what: str) -> Callable[[F], F]:
+    """``--shard I/N``: only the jobs of shard I of N (1-based), with that shard's state file."""
+    return click.option(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        callback=_parse_shard,
+        help=f"{what} only the jobs of shard I of N (1-based; a job's shard is fixed by a hash "
+        "of its request), with the shard's own state file "
+        "<output.dir>/.ruxa-batch.shard-I-of-N.sqlite.",
+    )
+
+
 _sandbox_state_option = click.option(
     "--sandbox",
     is_flag=True,
@@ -118,6 +139,7 @@ _RUN_SECTIONS = (
             "max_jobs",
             "no_download",
             "republish",
+            "shard",
         ),
     ),
     (
@@ -226,6 +248,14 @@ def validate(
 @_max_jobs_option
 @_state_option
 @_sandbox_state_option
+@_shard_option("Plan")
+@click.option(
+    "--shards",
+    type=click.IntRange(min=1, max=10_000),
+    default=None,
+    metavar="N",
+    help="Show the split into N shards: each shard's jobs, tasks and cost (from its state file).",
+)
 @tuning_options(only=("max_attempts", "price_per_task", "max_tasks"))
 @_decision_options
 def plan(
@@ -234,6 +264,8 @@ def plan(
     max_jobs: int,
     state: Path | None,
     sandbox: bool,
+    shard: Any,
+    shards: int | None,
     **flags: Any,
 ) -> int:
     """Show every job the manifest expands to and what `run` would do with it.
@@ -244,10 +276,17 @@ def plan(
     \b
     Example:
       ruxa-batch plan manifests/example.yaml --format markdown > plan.md
+      ruxa-batch plan manifests/example.yaml --shards 4      # the split, shard by shard
+      ruxa-batch plan manifests/example.yaml --shard 2/4     # what `run --shard 2/4` does
     """
     from ruxa_batch import app
+    from ruxa_batch.errors import UsageError
     from ruxa_batch.settings import PlanSettings
 
+    if shard is not None and shards is not None:
+        raise UsageError("--shard and --shards exclude each other: plan one shard, or the split")
+    if state is not None and shards is not None:
+        raise UsageError("--shards reads each shard's own state file: leave out --state")
     decisions, tuning = _split_flags(flags)
     return app.plan(
         PlanSettings(
@@ -258,6 +297,8 @@ def plan(
             sandbox=sandbox,
             tuning=tuning,
             decisions=decisions,
+            shard=shard,
+            shards=shards,
         )
     )
 
@@ -278,6 +319,7 @@ def _run_options(command: F) -> F:
                 help="Read the API key from this file instead of $RUXA_API_KEY.",
             ),
             _state_option,
+            _shard_option("Run"),
             tuning_options(),
             click.option(
                 "-y", "--yes", is_flag=True, help="Do not ask before creating more than 100 tasks."
@@ -446,10 +488,17 @@ def redo(
     "4 when some are pending or running.",
 )
 @_state_option
+@_shard_option("Count")
 @_sandbox_state_option
 @_max_jobs_option
 def status(
-    manifest: Path, fmt: str, check: bool, state: Path | None, sandbox: bool, max_jobs: int
+    manifest: Path,
+    fmt: str,
+    check: bool,
+    state: Path | None,
+    shard: Any,
+    sandbox: bool,
+    max_jobs: int,
 ) -> int:
     """Show how many jobs are in each status and which are not done, from the state file.
 
@@ -471,6 +520,7 @@ def status(
             state=state,
             max_jobs=max_jobs,
             sandbox=sandbox,
+            shard=shard,
         )
     )
 
@@ -493,6 +543,7 @@ def status(
     help="A row for every take of a redone job (column take), not only the current one.",
 )
 @_state_option
+@_shard_option("List")
 @_sandbox_state_option
 @_max_jobs_option
 def results(
@@ -501,6 +552,7 @@ def results(
     output: Path | None,
     all_takes: bool,
     state: Path | None,
+    shard: Any,
     sandbox: bool,
     max_jobs: int,
 ) -> int:
@@ -522,6 +574,7 @@ def results(
             max_jobs=max_jobs,
             sandbox=sandbox,
             all_takes=all_takes,
+            shard=shard,
         )
     )
 
@@ -590,6 +643,7 @@ def sandbox(host: str, port: int, data: Path | None, **faults: Any) -> int:
     "--embed", is_flag=True, help="Put the output pictures inside the file (up to 1 MB each)."
 )
 @_state_option
+@_shard_option("Show")
 @_sandbox_state_option
 @_max_jobs_option
 def report(
@@ -598,6 +652,7 @@ def report(
     open_: bool,
     embed: bool,
     state: Path | None,
+    shard: Any,
     sandbox: bool,
     max_jobs: int,
 ) -> int:
@@ -621,6 +676,74 @@ def report(
             state=state,
             max_jobs=max_jobs,
             sandbox=sandbox,
+            shard=shard,
+        )
+    )
+
+
+@cli.command(short_help="Combine the output folders of shard runs into one.")
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.argument(
+    "folders", nargs=-1, required=True, type=click.Path(path_type=Path, file_okay=False)
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    metavar="DIR",
+    help="The merged output folder: absent, empty, or holding no state file. "
+    "[default: the manifest's output.dir]",
+)
+@click.option(
+    "--partial",
+    is_flag=True,
+    help="Merge although some shards are missing; their jobs stay pending (a later `run` "
+    "makes them).",
+)
+@click.option(
+    "--sandbox",
+    is_flag=True,
+    help="The shards ran with --sandbox: the default output is <output.dir>.sandbox.",
+)
+@click.option(
+    "--report/--no-report", default=True, show_default=True, help="Write report.html too."
+)
+@_max_jobs_option
+def merge(
+    manifest: Path,
+    folders: tuple[Path, ...],
+    output: Path | None,
+    partial: bool,
+    sandbox: bool,
+    report: bool,
+    max_jobs: int,
+) -> int:
+    """Combine the output folders of `run --shard I/N` runs (FOLDERS) into one output folder
+    with one state file, results.csv, results.json and report.html.
+
+    Each folder holds the state file of one or more shards (.ruxa-batch.shard-I-of-N.sqlite)
+    and their pictures. Every shard of the split must be there, once, run with the manifest as
+    it is now (its revision); --partial merges without the missing ones. Every job's record
+    (attempts, tasks, earlier takes) and picture is copied; the shard folders are only read.
+    The merged folder is an ordinary output folder: `run` without --shard continues from it.
+
+    \b
+    Example:
+      ruxa-batch merge manifests/example.yaml shards/shard-*/ -o out/autumn-catalog
+    """
+    from ruxa_batch import app
+    from ruxa_batch.settings import MergeSettings
+
+    return app.merge(
+        MergeSettings(
+            path=manifest,
+            folders=folders,
+            output=output,
+            partial=partial,
+            sandbox=sandbox,
+            max_jobs=max_jobs,
+            report=report,
         )
     )
 

@@ -27,6 +27,7 @@ from ruxa_batch.decide import (
 )
 from ruxa_batch.jobs import Job, Manifest, display_path
 from ruxa_batch.local_files import plural, size_text
+from ruxa_batch.shards import Shard
 from ruxa_batch.state import JobRecord
 
 ORPHANED = "orphaned"
@@ -77,6 +78,78 @@ class Plan:
         return Estimate.of((item.decision for item in self.items), price=price, cap=cap)
 
 
+@dataclass(frozen=True)
+class Scope:
+    """Which part of a manifest a plan covers, when it is not every job: a shard, or the
+    whole manifest shown with its split into shards."""
+
+    total_jobs: int  # jobs of the whole manifest
+    revision: str  # its manifest revision
+    jobs: int = 0  # jobs of the shard planned
+    shard: Shard | None = None  # the shard planned (None: every job)
+    shares: tuple[ShardShare, ...] = ()  # with --shards N: each shard's part
+
+    def lines(self) -> list[str]:
+        """The scope in words (text and markdown)."""
+        lines = []
+        if self.shard is not None:
+            lines.append(
+                f"Shard {self.shard}: {self.jobs:,} of the manifest's {self.total_jobs:,} jobs "
+                f"(manifest revision {self.revision}); its run has its own state file, cap "
+                "and confirmation"
+            )
+        if self.shares:
+            lines.append(
+                f"Shards ({len(self.shares)}, manifest revision {self.revision}; "
+                "each run with --shard I/N has its own cap and confirmation):"
+            )
+            lines += [f"  {share.text()}" for share in self.shares]
+        return lines
+
+    def document(self) -> dict[str, Any]:
+        """The scope for the JSON plan."""
+        found: dict[str, Any] = {"jobs_in_manifest": self.total_jobs, "revision": self.revision}
+        if self.shard is not None:
+            found["shard"] = str(self.shard)
+        if self.shares:
+            found["shards"] = [share.document() for share in self.shares]
+        return found
+
+
+@dataclass(frozen=True)
+class ShardShare:
+    """One shard's part of a split: its jobs and what its run would create and cost."""
+
+    shard: Shard
+    jobs: int
+    cost: Estimate
+
+    def text(self) -> str:
+        """One line: ``2/4: 103 jobs, 103 tasks to create (at most 309), cost 4.12``."""
+        line = (
+            f"{self.shard}: {plural(self.jobs, 'job')}, {self.cost.expected:,} tasks to create "
+            f"(at most {self.cost.at_most:,})"
+        )
+        if self.cost.price is not None:
+            expected, at_most = money_pair(
+                self.cost.expected * self.cost.price, self.cost.at_most * self.cost.price
+            )
+            line += f", cost {expected} (at most {at_most})"
+        return line
+
+    def document(self) -> dict[str, Any]:
+        """The share for the JSON plan."""
+        price = self.cost.price
+        return {
+            "shard": str(self.shard),
+            "jobs": self.jobs,
+            "tasks_to_create": self.cost.expected,
+            "tasks_at_most": self.cost.at_most,
+            "cost_expected": None if price is None else self.cost.expected * price,
+            "cost_at_most": None if price is None else self.cost.at_most * price,
+        }
+
+
 def make_plan(
     manifest: Manifest,
     records: dict[str, JobRecord] | None,
@@ -98,13 +171,14 @@ def make_plan(
     return Plan(manifest, items, orphaned, output_dir)
 
 
-def render(plan: Plan, fmt: str, cost: Estimate) -> str:
-    """The plan as ``text``, ``json`` or ``markdown``."""
+def render(plan: Plan, fmt: str, cost: Estimate, scope: Scope | None = None) -> str:
+    """The plan as ``text``, ``json`` or ``markdown`` (of a shard, or with the split, when
+    ``scope`` says so)."""
     if fmt == "json":
-        return render_json(plan, cost)
+        return render_json(plan, cost, scope)
     if fmt == "markdown":
-        return render_markdown(plan, cost)
-    return render_text(plan, cost)
+        return render_markdown(plan, cost, scope)
+    return render_text(plan, cost, scope)
 
 
 def _one_line(text: str, width: int) -> str:
@@ -116,7 +190,7 @@ def _totals_text(plan: Plan) -> str:
     return ", ".join(f"{action} {count:,}" for action, count in plan.totals().items()) or "none"
 
 
-def render_text(plan: Plan, cost: Estimate) -> str:
+def render_text(plan: Plan, cost: Estimate, scope: Scope | None = None) -> str:
     """A fixed-width table for a terminal."""
     manifest = plan.manifest
     header = ("ACTION", "ID", "VAR", "SIZE", "FORMAT", "IMAGES", "PROMPT")
@@ -152,6 +226,7 @@ def render_text(plan: Plan, cost: Estimate) -> str:
         *cost.lines(),
         *_local_lines(plan),
         f"Output folder: {display_path(plan.output_dir or manifest.output.dir)}",
+        *(scope.lines() if scope is not None else []),
     ]
     return "\n".join(lines)
 
@@ -180,7 +255,7 @@ def _job_record(item: PlannedJob) -> dict[str, Any]:
     }
 
 
-def render_json(plan: Plan, cost: Estimate) -> str:
+def render_json(plan: Plan, cost: Estimate, scope: Scope | None = None) -> str:
     """The plan as one JSON document."""
     manifest = plan.manifest
     document = {
@@ -195,6 +270,7 @@ def render_json(plan: Plan, cost: Estimate) -> str:
         "cost_expected": None if cost.price is None else cost.expected * cost.price,
         "cost_at_most": None if cost.price is None else cost.at_most * cost.price,
         "local_files": dict(zip(("count", "bytes"), plan.local_files(), strict=True)),
+        **(scope.document() if scope is not None else {}),
         "jobs": [_job_record(item) for item in plan.items],
         "orphaned": [
             {
@@ -226,7 +302,7 @@ def cost_markdown(cost: Estimate) -> list[str]:
     return [f"Cost at {cost.price:g} per task: expected **{expected}**, at most **{at_most}**", ""]
 
 
-def render_markdown(plan: Plan, cost: Estimate) -> str:
+def render_markdown(plan: Plan, cost: Estimate, scope: Scope | None = None) -> str:
     """A summary and a collapsible job table, to paste into a pull request."""
     manifest = plan.manifest
     lines = [
@@ -238,6 +314,7 @@ def render_markdown(plan: Plan, cost: Estimate) -> str:
         "",
         *cost_markdown(cost),
         *(f"{line}\n" for line in _local_lines(plan)),
+        *_scope_markdown(scope),
         "| action | jobs |",
         "| --- | ---: |",
     ]
@@ -256,3 +333,11 @@ def render_markdown(plan: Plan, cost: Estimate) -> str:
     ]
     lines += ["", "</details>"]
     return "\n".join(lines)
+
+
+def _scope_markdown(scope: Scope | None) -> list[str]:
+    """The scope's lines as markdown: each shard of a split a list item."""
+    if scope is None:
+        return []
+    lines = [line if not line.startswith("  ") else f"- {line.strip()}" for line in scope.lines()]
+    return [*lines, ""]

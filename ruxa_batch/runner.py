@@ -50,7 +50,9 @@ from ruxa_batch.redo import summary_lines as redo_summary
 from ruxa_batch.report import REPORT_FILENAME, run_flags, write_report
 from ruxa_batch.results import Table, build_table, write_atomic, write_results
 from ruxa_batch.settings import API_KEY_ENV, RunFlags
-from ruxa_batch.state import JobRecord, StateStore, state_path_for
+from ruxa_batch.shards import claim_state, manifest_revision, shard_manifest
+from ruxa_batch.shards import state_path as shard_state_path
+from ruxa_batch.state import JobRecord, StateStore
 from ruxa_batch.statuses import JobStatus, StopReason
 from ruxa_batch.timing import Timer
 from ruxa_batch.tuning import Tuning
@@ -183,15 +185,18 @@ def run_batch(flags: RunFlags, *, redo: RedoRequest | None = None) -> int:
 
     With ``redo`` (``ruxa-batch redo``), only the jobs it selects: a new take each.
     """
-    manifest = load_manifest(flags.path, max_jobs=flags.max_jobs)
+    whole = load_manifest(flags.path, max_jobs=flags.max_jobs)
+    # A shard's run is a run of its jobs only: its cap, confirmation, results and report too.
+    manifest = shard_manifest(whole, flags.shard)
     tuning = Tuning.resolve(manifest.run, flags.tuning)
     output_dir = output_dir_for(manifest.output.dir, sandbox=flags.sandbox)
-    state_path = state_path_for(output_dir, flags.state)
+    state_path = shard_state_path(output_dir, flags.state, flags.shard)
     if manifest.local_files():
         require_destination(manifest.upload, sandbox=flags.sandbox, base=manifest.base)
     with endpoint_for(flags, output_dir=output_dir) as endpoint:
         store = StateStore.open_for_run(state_path)
         try:
+            claim_state(store, flags.shard, manifest_revision(whole))
             return _run_with_store(manifest, flags, tuning, output_dir, store, endpoint, redo)
         finally:
             store.close()

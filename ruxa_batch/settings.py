@@ -10,6 +10,7 @@ from typing import Any
 from ruxa_batch.decide import DecisionFlags
 from ruxa_batch.jobs import DEFAULT_MAX_JOBS
 from ruxa_batch.sandbox.config import SandboxConfig
+from ruxa_batch.shards import Shard
 
 # Where the API key comes from unless --api-key-file names a file.
 API_KEY_ENV = "RUXA_API_KEY"
@@ -37,6 +38,8 @@ class PlanSettings:
     sandbox: bool = False
     tuning: Mapping[str, Any] = field(default_factory=dict)  # flags given, by setting name
     decisions: DecisionFlags = field(default_factory=DecisionFlags)
+    shard: Shard | None = None  # plan this shard's jobs only, against its state file
+    shards: int | None = None  # show the split of the whole manifest into this many shards
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class RunFlags:
     report: bool = True
     summary_json: Path | None = None  # write the end-of-run summary here as JSON
     republish: bool = False  # publish local pictures again, ignoring recorded URLs
+    shard: Shard | None = None  # run only this shard's jobs, with its own state file
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,7 @@ class StatusSettings:
     state: Path | None = None
     max_jobs: int = DEFAULT_MAX_JOBS
     sandbox: bool = False
+    shard: Shard | None = None  # only this shard's jobs, from its state file
     check: bool = False  # exit 1 when some failed, 4 when some are not finished
 
 
@@ -90,6 +95,7 @@ class ResultsSettings:
     state: Path | None = None
     max_jobs: int = DEFAULT_MAX_JOBS
     sandbox: bool = False
+    shard: Shard | None = None  # only this shard's jobs, from its state file
     all_takes: bool = False  # a row for every take of a redone job, not only the current one
 
 
@@ -104,6 +110,7 @@ class ReportSettings:
     state: Path | None = None
     max_jobs: int = DEFAULT_MAX_JOBS
     sandbox: bool = False
+    shard: Shard | None = None  # only this shard's jobs, from its state file
 
 
 @dataclass(frozen=True)
@@ -114,3 +121,16 @@ class VerifySettings:
     state: Path | None = None
     max_jobs: int = DEFAULT_MAX_JOBS
     sandbox: bool = False
+
+
+@dataclass(frozen=True)
+class MergeSettings:
+    """``ruxa-batch merge``."""
+
+    path: Path
+    folders: tuple[Path, ...]
+    output: Path | None = None  # default: the manifest's output folder
+    partial: bool = False  # merge without the missing shards (their jobs stay pending)
+    sandbox: bool = False  # the shards ran on the sandbox: default output is its folder
+    max_jobs: int = DEFAULT_MAX_JOBS
+    report: bool = True

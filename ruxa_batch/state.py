@@ -968,3 +968,68 @@ class StateStore:
     def all_task_ids(self) -> set[str]:
         """Every task ID recorded in this state file."""
         return {row[0] for row in self.conn.execute("SELECT task_id FROM tasks")}
+
+    # -- merging shards ------------------------------------------------------------------------
+
+    @_guarded
+    def job_keys(self) -> list[str]:
+        """The identity key of every job row."""
+        return [str(row[0]) for row in self.conn.execute("SELECT key FROM jobs")]
+
+    @staticmethod
+    def snapshot(source: Path, target: Path) -> None:
+        """Copy the state file ``source`` to ``target`` as it is committed (what its
+        write-ahead log holds included), reading ``source`` only; the copy is then brought to
+        this version's schema."""
+        try:
+            reader = _connect_readonly(source)
+            try:
+                writer = sqlite3.connect(target)
+                try:
+                    reader.backup(writer)
+                finally:
+                    writer.close()
+            finally:
+                reader.close()
+        except sqlite3.Error as exc:
+            problem = sqlite_problem(source, exc)
+            raise problem or StateError(f"cannot use state file {source}: {exc}") from None
+        StateStore(target).close()
+
+    @_guarded
+    def absorb(self, other: Path) -> None:
+        """Copy every row of the state file ``other`` (a :meth:`snapshot`, so of this schema)
+        into this one, in one transaction: its jobs, runs (numbered after this file's own),
+        attempts, tasks, earlier takes and published uploads (of one file published by both,
+        the later record wins). The jobs of both must be distinct."""
+        self.conn.execute("ATTACH DATABASE ? AS other", (str(other),))
+        try:
+            with self.transaction(durable=True) as conn:
+                row = conn.execute("SELECT COALESCE(MAX(run_id), 0) FROM main.runs").fetchone()
+                offset = int(row[0])
+
+                def copy(table: str, suffix: str = "", **shifted: str) -> None:
+                    names = [
+                        str(column[1])
+                        for column in conn.execute(f"PRAGMA main.table_info({table})")
+                    ]
+                    chosen = ", ".join(shifted.get(name, name) for name in names)
+                    conn.execute(
+                        f"INSERT INTO main.{table} ({', '.join(names)}) "
+                        f"SELECT {chosen} FROM other.{table} WHERE true {suffix}"
+                    )
+
+                copy("jobs")
+                copy("runs", run_id=f"run_id + {offset}")
+                copy("attempts", run_id=f"run_id + {offset}")
+                copy("tasks")
+                copy("takes")
+                copy(
+                    "uploads",
+                    "ON CONFLICT(target, sha256) DO UPDATE SET url = excluded.url, "
+                    "expires_at = excluded.expires_at, size = excluded.size, "
+                    "sent_bytes = excluded.sent_bytes, published_at = excluded.published_at "
+                    "WHERE excluded.published_at > uploads.published_at",
+                )
+        finally:
+            self.conn.execute("DETACH DATABASE other")

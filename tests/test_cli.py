@@ -468,6 +468,7 @@ def test_top_level_help_does_not_cut_command_summaries(run) -> None:
     commands = result.out.split("Commands:\n", 1)[1]
     assert commands == (
         "  init      Write a commented starter manifest.\n"
+        "  merge     Combine the output folders of shard runs into one.\n"
         "  plan      Show every job and what `run` would do with it.\n"
         "  redo      Make chosen jobs again: a new take each, the earlier ones kept.\n"
         "  report    Write an HTML contact sheet of inputs and outputs.\n"
