@@ -409,7 +409,7 @@ def verify(settings: VerifySettings) -> int:
         [
             f"not as downloaded: {len(lines):,} of {plural(checked, 'picture')} "
             f"({found[FileCheck.MISSING]:,} missing, {found[FileCheck.CHANGED]:,} changed); "
-            "`ruxa-batch run` downloads the current takes' again from the recorded result URLs"
+            "`ruxa-batch run` downloads them again from the recorded result URLs"
         ]
     )
     return EXIT_JOBS_FAILED
