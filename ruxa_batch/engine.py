@@ -278,13 +278,16 @@ class Engine:
         records = self.store.job_records()
         # Only new or renamed jobs are written: a resumed 20,000-job batch writes nothing here.
         changed = [
-            (job.key, job.id, job.variant, json.dumps(self.body(job), sort_keys=True))
+            job
             for job in self.manifest.jobs
             if job.key not in records
             or (records[job.key].id, records[job.key].variant) != (job.id, job.variant)
         ]
         if changed:
-            self.store.ensure_jobs(changed)
+            self.store.ensure_jobs(
+                (job.key, job.id, job.variant, json.dumps(self.body(job), sort_keys=True))
+                for job in changed
+            )
         self._records = records
         files_present = pictures_on_disk(self.options.output_dir, self.manifest)
 

@@ -546,10 +546,10 @@ class StateStore:
                 "INSERT INTO jobs (key, id, variant, request, status, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(key) DO UPDATE SET id = excluded.id, variant = excluded.variant",
-                [
+                (  # consumed as it is written: a big batch's requests are never all held
                     (key, job_id, variant, request, JobStatus.PENDING, stamp)
                     for key, job_id, variant, request in jobs
-                ],
+                ),
             )
 
     @_guarded
