@@ -74,7 +74,7 @@ class Options:
     download: bool = True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per job: no __dict__ each
 class Decision:
     """One job's action, and the tasks it may create in this run."""
 

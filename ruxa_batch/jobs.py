@@ -28,7 +28,7 @@ DEFAULT_VARIANTS_FILENAME = "{id}-v{variant}-{n}.{ext}"
 FILENAME_PLACEHOLDERS = ("id", "variant", "n", "ext")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per job: no __dict__ each
 class Job:
     """One unit of work: one request to the API (a job entry's expansion and variant)."""
 

@@ -46,7 +46,7 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per job: no __dict__ each
 class LocalFile:
     """A picture on disk that a job sends."""
 

@@ -41,7 +41,7 @@ class FileCheck(str, Enum):
         return str(self.value)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per job: no __dict__ each
 class Picture:
     """One recorded output file of a job."""
 

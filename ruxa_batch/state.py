@@ -268,7 +268,7 @@ class StateLocked(RuxaBatchError):
     exit_code = EXIT_INVALID
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per job: no __dict__ each
 class JobRecord:
     """A job's row in the state file."""
 
