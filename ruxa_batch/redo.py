@@ -192,7 +192,8 @@ def within_cap(plan: RedoPlan, cap: int | None) -> RedoPlan:
         return plan
     allowed, left = plan.new_takes[:cap], plan.new_takes[cap:]
     note = (
-        f"{len(left):,} more jobs were selected but are over the cap of {cap:,} tasks "
+        f"{plural(len(left), 'more job')} were selected but are over the cap of "
+        f"{plural(cap, 'task')} "
         "(--max-tasks): they keep their pictures; redo them again later"
     )
     keys = {job.key for job in (*allowed, *plan.continuing)}

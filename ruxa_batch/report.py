@@ -629,17 +629,20 @@ def _job(row: Mapping[str, Any], links: _Links, *, variants: int) -> str:
     for past in row.get("history") or ():
         files = list(past.get("files") or ())
         heading = f"take {past.get('take')} · {past.get('status')}"
+        # Why the next take was asked for (redo --reason), as the picture's tooltip.
+        reason = f' title="redone: {_e(past["reason"])}"' if past.get("reason") else ""
         for number, file in enumerate(files, start=1):
             href, source = links(file)
             label = f"{selector} · take {past.get('take')} · output {number} · {file}"
             earlier.append(
-                f'<figure class="take"><a class="shot" href="{href}" data-caption="{_e(label)}">'
+                f'<figure class="take"{reason}><a class="shot" href="{href}" '
+                f'data-caption="{_e(label)}">'
                 f'<img src="{source}" alt="{_e(heading)}" loading="lazy"></a>'
                 f"<figcaption>{_e(heading)}</figcaption></figure>"
             )
         if not files:
             earlier.append(
-                f'<figure class="take"><div class="none">no picture</div>'
+                f'<figure class="take"{reason}><div class="none">no picture</div>'
                 f"<figcaption>{_e(heading)}</figcaption></figure>"
             )
     details = [f"attempts {_e(row['attempts'])}", f"task {_e(row['task_id'] or 'none')}"]

@@ -33,7 +33,7 @@ from ruxa_batch.errors import (
     exit_code_for_jobs,
 )
 from ruxa_batch.jobs import Manifest, display_path, output_dir_for
-from ruxa_batch.local_files import DEFAULT_UPLOAD_CONCURRENCY, size_text
+from ruxa_batch.local_files import DEFAULT_UPLOAD_CONCURRENCY, plural, size_text
 from ruxa_batch.manifest import load_manifest
 from ruxa_batch.plan import make_plan
 from ruxa_batch.progress import Progress
@@ -513,7 +513,8 @@ def _ending(outcome: RunOutcome, summary: Mapping[str, Any]) -> _Ending:
         return _Ending(StoppedEarly.exit_code, error=StoppedEarly(message))
     if outcome.stopped_by == StopReason.MAX_TASKS:
         message = (
-            f"stopped at the cap of {summary['max_tasks']:,} tasks for this run (--max-tasks): "
+            f"stopped at the cap of {plural(summary['max_tasks'], 'task')} for this run "
+            "(--max-tasks): "
             f"{outcome.not_submitted:,} jobs were not submitted; run again to continue with them"
         )
         return _Ending(StoppedEarly.exit_code, error=StoppedEarly(message))

@@ -88,6 +88,8 @@ def test_redo_by_id_makes_one_new_task_and_keeps_the_earlier_picture(
     takes = [(job["id"], job["take"]) for job in json.loads(listed.out)["jobs"]]
     assert takes.count(("job-001", 1)) == 1 and takes.count(("job-001", 2)) == 1
     assert len(takes) == 7
+    page = (out / "report.html").read_text()
+    assert '<figure class="take" title="redone: too dark">' in page
     csv_header = run(["ruxa-batch", "results", "m.yaml"]).out.splitlines()[0]
     assert csv_header.startswith("id,variant,take,status,")
 
@@ -289,7 +291,7 @@ def test_a_capped_redo_starts_only_the_takes_it_may_pay_for(run, hermetic, sandb
     result = run(redo_args(sandbox, "job-*", "--max-tasks", "1"))
     assert result.code == 0, result.err
     assert (
-        "note: 2 more jobs were selected but are over the cap of 1 tasks (--max-tasks): they keep "
+        "note: 2 more jobs were selected but are over the cap of 1 task (--max-tasks): they keep "
         "their pictures; redo them again later"
     ) in result.out.splitlines()
     assert [row["take"] for row in rows(hermetic).values()] == [2, 1, 1]
