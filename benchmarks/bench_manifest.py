@@ -80,6 +80,9 @@ def main() -> int:
     try:
         manifest = write_manifest(folder, 10_000 // len(SETTINGS))
         listed = write_listed_manifest(folder, 10_000)
+        big_folder = folder / "big"
+        big_folder.mkdir()
+        big = write_manifest(big_folder, 100_000 // len(SETTINGS))
         base = command()
         rows = [
             ("validate, 10,000 jobs", best_of(3, [*base, "validate", str(manifest)], folder), 2.0),
@@ -94,6 +97,8 @@ def main() -> int:
                 best_of(3, [*base, "plan", "--format", "json", str(manifest)], folder),
                 2.0,
             ),
+            ("validate, 100,000 jobs", best_of(2, [*base, "validate", str(big)], folder), 3.0),
+            ("plan (text), 100,000 jobs", best_of(2, [*base, "plan", str(big)], folder), 3.0),
             ("--help start-up", best_of(5, [*base, "--help"], folder), 0.3),
         ]
     finally:
