@@ -21,6 +21,7 @@ the destination and moved into place, the state file last; then ``results.csv``,
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -48,7 +49,7 @@ from ruxa_batch.shards import (
     shard_of_state_name,
     split,
 )
-from ruxa_batch.state import STATE_FILENAME, StateStore
+from ruxa_batch.state import STATE_FILENAME, StateStore, held
 
 ENDPOINT_META = "endpoint"
 MERGED_META = "merged_shards"
@@ -91,11 +92,17 @@ def merge_shards(settings: MergeSettings) -> int:
     except OSError as exc:
         raise cannot_write(display_path(destination), exc) from None
     try:
-        state = temp / STATE_FILENAME
-        _merge_states(found, state, temp, revision=manifest_revision(manifest))
-        pictures, absent = _link_pictures(found, state, temp, count=count)
-        _check_room(temp, destination)
-        _install(temp, destination)
+        with contextlib.ExitStack() as locks:
+            # A shard still running would go on creating tasks the merged state never hears
+            # of, and a run of the merged state would pay for them again.
+            for shard in found:
+                locks.enter_context(held(shard.path))
+            state = temp / STATE_FILENAME
+            _merge_states(found, state, temp, revision=manifest_revision(manifest))
+            pictures, absent = _link_pictures(found, state, temp, count=count)
+            _check_room(temp, destination)
+            _check_missing(state, temp, destination)
+            _install(temp, destination)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
     return _write_outputs(
@@ -345,6 +352,30 @@ def _check_room(temp: Path, destination: Path) -> None:
                 f"{display_path(there)} already exists with other bytes than the picture "
                 "merged there: merge into another folder with -o DIR, or move it away"
             )
+
+
+def _check_missing(state: Path, temp: Path, destination: Path) -> None:
+    """No file in ``destination`` stands under the name of a recorded picture the shards did
+    not have (the next ``run`` would download it there) unless it is that picture."""
+    if not destination.exists():
+        return
+    store = StateStore(state, readonly=True)
+    try:
+        for _key, picture in _recorded_pictures(store):
+            there = destination / picture.name
+            if (
+                _safe(picture.name)
+                and not (temp / picture.name).exists()
+                and os.path.lexists(there)
+                and check_file(there, picture.sha256, picture.size) != FileCheck.OK
+            ):
+                raise UsageError(
+                    f"{display_path(there)} already exists with other bytes than the picture "
+                    "recorded under that name: merge into another folder with -o DIR, or move "
+                    "it away"
+                )
+    finally:
+        store.close()
 
 
 def _install(temp: Path, destination: Path) -> None:

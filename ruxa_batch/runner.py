@@ -50,7 +50,7 @@ from ruxa_batch.redo import summary_lines as redo_summary
 from ruxa_batch.report import REPORT_FILENAME, run_flags, write_report
 from ruxa_batch.results import Table, build_table, write_atomic, write_results
 from ruxa_batch.settings import API_KEY_ENV, RunFlags
-from ruxa_batch.shards import claim_state, manifest_revision, shard_manifest
+from ruxa_batch.shards import check_folder, claim_state, manifest_revision, shard_manifest
 from ruxa_batch.shards import state_path as shard_state_path
 from ruxa_batch.state import JobRecord, StateStore
 from ruxa_batch.statuses import JobStatus, StopReason
@@ -191,6 +191,8 @@ def run_batch(flags: RunFlags, *, redo: RedoRequest | None = None) -> int:
     tuning = Tuning.resolve(manifest.run, flags.tuning)
     output_dir = output_dir_for(manifest.output.dir, sandbox=flags.sandbox)
     state_path = shard_state_path(output_dir, flags.state, flags.shard)
+    if flags.state is None:
+        check_folder(output_dir, flags.shard)
     if manifest.local_files():
         require_destination(manifest.upload, sandbox=flags.sandbox, base=manifest.base)
     with endpoint_for(flags, output_dir=output_dir) as endpoint:

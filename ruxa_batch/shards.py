@@ -156,3 +156,34 @@ def claim_state(store: StateStore, shard: Shard | None, revision: str) -> None:
         )
     store.set_meta(META_SHARD, scope_text(shard))
     store.set_meta(META_REVISION, revision)
+
+
+def check_folder(output_dir: Path, shard: Shard | None) -> None:
+    """Refuse a run whose state would start from nothing beside states that hold its jobs: a
+    whole-batch run in a folder of shard states (not merged yet), or a shard run beside the
+    whole batch's state (merged, or run without --shard). Either would pay again for jobs that
+    already have tasks. (With --state the user chose the file: not checked.)"""
+    whole = output_dir / STATE_FILENAME
+    if shard is None:
+        shards = shard_states(output_dir)
+        if shards and not whole.exists():
+            listed = ", ".join(str(found) for found in shards)
+            raise UsageError(
+                f"{display_path(output_dir)} holds the states of shards {listed} and no state "
+                "of the whole batch: a run without --shard would start from nothing and pay "
+                "again for their jobs; run with --shard I/N, or merge them first "
+                f"(ruxa-batch merge MANIFEST {display_path(output_dir)})"
+            )
+        return
+    if whole.exists():
+        store = StateStore(whole, readonly=True)
+        try:
+            has_jobs = bool(store.schema_version()) and bool(store.job_keys())
+        finally:
+            store.close()
+        if has_jobs:
+            raise UsageError(
+                f"{display_path(output_dir)} holds the state of the whole batch (merged, or run "
+                f"without --shard): a run of shard {shard} beside it would pay again for jobs "
+                "it has; run without --shard, or give the shard its own output folder"
+            )

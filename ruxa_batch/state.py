@@ -354,6 +354,22 @@ class _Lock:
             self.handle = None
 
 
+@contextmanager
+def held(path: Path) -> Iterator[None]:
+    """Hold the lock of the state file ``path`` (as a run does): :class:`StateLocked` when a
+    run is using it. A folder where no lock file can be made (read-only) is not locked."""
+    lock = _Lock(path.with_name(path.name + ".lock"))
+    try:
+        lock.acquire()
+    except EnvironmentProblem:
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def _cannot_write_in(folder: Path, exc: OSError) -> EnvironmentProblem:
     return EnvironmentProblem(
         f"cannot write the state file in {folder}: {os_reason(exc)}; make it writable or "

@@ -19,7 +19,7 @@ from helpers import SandboxFactory, SandboxProcess, write_manifest
 
 from ruxa_batch.manifest import load_manifest
 from ruxa_batch.shards import Shard, manifest_revision, parse_shard, shard_of, split
-from ruxa_batch.state import STATE_FILENAME
+from ruxa_batch.state import STATE_FILENAME, held
 
 FAST = ["--no-progress", "--poll-interval", "0.05", "--rate-limit", "1000"]
 FAST += ["--retry-backoff", "0.01", "--concurrency", "16"]
@@ -260,3 +260,58 @@ def test_merge_refuses_a_folder_without_shards_and_a_used_destination(
     assert whole.code == 2 and "holds the state of shard 1/2, not of the whole batch" in whole.err
     wrong = run(["ruxa-batch", "run", "m.yaml", "--shard", "2/2", *state, *base])
     assert wrong.code == 2 and "holds the state of shard 1/2, not of shard 2/2" in wrong.err
+
+
+def shard_line(server: Any, *args: str) -> list[str]:
+    return ["ruxa-batch", "run", "m.yaml", "--base-url", server.base_url, *FAST, *args]
+
+
+def test_no_run_pays_again_beside_another_scopes_state(run, hermetic, sandbox, keyed) -> None:
+    """A whole-batch run in a folder of shard states would start from nothing, and a shard run
+    beside the merged state would too: both are refused, nothing sent."""
+    keyed(sandbox)
+    write_manifest(hermetic, 12)
+    assert run(shard_line(sandbox, "--shard", "1/2")).code == 0
+    created = sandbox.counters()["creates"]
+    whole = run(shard_line(sandbox))
+    assert whole.code == 2
+    assert whole.err.strip() == (
+        "error: out/t holds the states of shards 1/2 and no state of the whole batch: a run "
+        "without --shard would start from nothing and pay again for their jobs; run with "
+        "--shard I/N, or merge them first (ruxa-batch merge MANIFEST out/t)"
+    )
+    redo = run(["ruxa-batch", "redo", "m.yaml", "job-*", "--base-url", sandbox.base_url, *FAST])
+    assert redo.code == 2 and "holds the states of shards 1/2" in redo.err
+    assert run(shard_line(sandbox, "--shard", "2/2")).code == 0
+    created = sandbox.counters()["creates"]
+    assert run(["ruxa-batch", "merge", "m.yaml", "out/t"]).code == 0
+    again = run(shard_line(sandbox, "--shard", "2/2"))
+    assert again.code == 2
+    assert again.err.strip() == (
+        "error: out/t holds the state of the whole batch (merged, or run without --shard): a "
+        "run of shard 2/2 beside it would pay again for jobs it has; run without --shard, or "
+        "give the shard its own output folder"
+    )
+    assert run(shard_line(sandbox)).code == 0  # the merged state: nothing left to create
+    assert sandbox.counters()["creates"] == created == 12
+
+
+def test_merge_waits_for_no_running_shard_and_keeps_other_files(
+    run, hermetic, sandbox, keyed
+) -> None:
+    keyed(sandbox)
+    write_manifest(hermetic, 6)
+    for index in (1, 2):
+        assert run(shard_line(sandbox, "--shard", f"{index}/2")).code == 0
+    running = hermetic / "out" / "t" / Shard(1, 2).state_name
+    with held(running):  # as a run of shard 1/2 holds it
+        refused = run(["ruxa-batch", "merge", "m.yaml", "out/t"])
+    assert refused.code != 0 and "is using" in refused.err
+    assert not (hermetic / "out" / "t" / STATE_FILENAME).exists()
+    # A picture the shards lack, with a file of the user's under its name: kept, merge refused.
+    pictures = sorted((hermetic / "out" / "t").glob("job-*.png"))
+    pictures[0].unlink()
+    (hermetic / "out" / "t" / pictures[0].name).write_bytes(b"MINE")
+    kept = run(["ruxa-batch", "merge", "m.yaml", "out/t"])
+    assert kept.code == 2 and "already exists with other bytes" in kept.err
+    assert (hermetic / "out" / "t" / pictures[0].name).read_bytes() == b"MINE"
