@@ -264,6 +264,16 @@ def plan(settings: PlanSettings) -> int:
                     f"state of the runs {flag}"
                 ]
             )
+        shards = shard_states(output_dir)
+        if shards:
+            # `run` without --shard refuses here (it would pay again for the shards' jobs).
+            listed = ", ".join(str(shard) for shard in shards)
+            emit(
+                [
+                    f"note: {display_path(output_dir)} holds the states of shards {listed}: "
+                    "plan with --shard I/N or --shards N, or merge them first"
+                ]
+            )
     return EXIT_OK
 
 

@@ -315,3 +315,17 @@ def test_merge_waits_for_no_running_shard_and_keeps_other_files(
     kept = run(["ruxa-batch", "merge", "m.yaml", "out/t"])
     assert kept.code == 2 and "already exists with other bytes" in kept.err
     assert (hermetic / "out" / "t" / pictures[0].name).read_bytes() == b"MINE"
+
+
+def test_plan_without_shard_in_a_folder_of_shard_states_says_so(
+    run, hermetic, sandbox, keyed
+) -> None:
+    keyed(sandbox)
+    write_manifest(hermetic, 4)
+    assert run(shard_line(sandbox, "--shard", "1/2")).code == 0
+    planned = run(["ruxa-batch", "plan", "m.yaml"])
+    assert planned.code == 0
+    assert planned.err.strip() == (
+        "note: out/t holds the states of shards 1/2: plan with --shard I/N or --shards N, or "
+        "merge them first"
+    )
