@@ -295,6 +295,55 @@ def overhead(root: Path, jobs: int, sequential_jobs: int) -> list[Row]:
     return rows
 
 
+def same_connections(root: Path, jobs: int, connections: int) -> list[Row]:
+    """CPU per job of ruxa-batch and the bare loop with the same number of connections (the
+    pool split helps most at 32; at 16 both have fewer to scan)."""
+    poll = "0.1"
+    folder = root / f"connections-{connections}"
+    folder.mkdir()
+    write_manifest(folder, jobs)
+    with sandbox("--generation-time", "0.05") as url:
+        ours = run_measured(
+            ruxa_batch(
+                folder,
+                url,
+                "--concurrency",
+                str(connections),
+                "--rate-limit",
+                "10000",
+                "--poll-interval",
+                poll,
+            ),
+            folder,
+            url,
+        )
+        bare = run_measured(
+            this_script(
+                "--bare",
+                url,
+                "--jobs",
+                str(jobs),
+                "--poll",
+                poll,
+                "--connections",
+                str(connections),
+                "--out",
+                str(folder / "bare"),
+            ),
+            folder,
+            url,
+        )
+    ratio = (ours.cpu / jobs) / (bare.cpu / jobs)
+    return [
+        (
+            f"1. CPU per job at {connections} connections, ruxa-batch / bare",
+            f"{ratio:.2f}x ({ours.cpu / jobs * 1000:.2f} / {bare.cpu / jobs * 1000:.2f} ms/job)",
+            "<= 1.0x",
+            verdict(ratio <= 1.0),
+        )
+    ]
+
+
 def rate_floor(root: Path, jobs: int) -> list[Row]:
     folder = root / "floor"
     folder.mkdir()
@@ -415,9 +464,13 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=0)
     parser.add_argument("--poll", type=float, default=0.1)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--connections", type=int, default=CONCURRENCY)
+    parser.add_argument(
+        "--only-connections", action="store_true", help="only CPU per job at 16 and 32 connections"
+    )
     args = parser.parse_args()
     if args.bare:
-        asyncio.run(bare_loop(args.bare, args.jobs, CONCURRENCY, args.poll, args.out))
+        asyncio.run(bare_loop(args.bare, args.jobs, args.connections, args.poll, args.out))
         return 0
     if args.sequential:
         sequential_loop(args.sequential, args.jobs, args.poll, args.out)
@@ -431,9 +484,14 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="ruxa-bench-"))
     started = time.perf_counter()
     try:
-        rows = overhead(root, sizes["overhead"], sizes["sequential"])
-        rows += rate_floor(root, sizes["floor"])
-        rows += scale(root, sizes["small"], sizes["large"])
+        rows = []
+        if not args.only_connections:
+            rows += overhead(root, sizes["overhead"], sizes["sequential"])
+        for connections in (16, 32):
+            rows += same_connections(root, sizes["overhead"], connections)
+        if not args.only_connections:
+            rows += rate_floor(root, sizes["floor"])
+            rows += scale(root, sizes["small"], sizes["large"])
     finally:
         shutil.rmtree(root, ignore_errors=True)
     width = max(len(row[0]) for row in rows)
