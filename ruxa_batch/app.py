@@ -44,6 +44,7 @@ from ruxa_batch.settings import (
 from ruxa_batch.shards import (
     Shard,
     manifest_revision,
+    own_name,
     shard_manifest,
     shard_states,
     split,
@@ -198,7 +199,7 @@ def report(settings: ReportSettings) -> int:
         shard=settings.shard,
     )
     output_dir = output_dir_for(manifest.output.dir, sandbox=settings.sandbox)
-    destination = settings.output or output_dir / REPORT_FILENAME
+    destination = settings.output or output_dir / own_name(REPORT_FILENAME, settings.shard)
     try:
         write_report(
             build_table(manifest, records, takes),

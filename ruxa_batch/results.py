@@ -314,10 +314,17 @@ def write_atomic(path: Path, text: str | Iterable[str]) -> None:
         raise
 
 
-def write_results(table: Table, output_dir: Path, summary: Mapping[str, Any]) -> Sequence[Path]:
-    """Write ``results.csv`` and ``results.json`` into ``output_dir``; returns their paths."""
-    csv_path = output_dir / "results.csv"
-    json_path = output_dir / "results.json"
+def write_results(
+    table: Table,
+    output_dir: Path,
+    summary: Mapping[str, Any],
+    *,
+    names: tuple[str, str] = ("results.csv", "results.json"),
+) -> Sequence[Path]:
+    """Write ``results.csv`` and ``results.json`` (or ``names``) into ``output_dir``; returns
+    their paths."""
+    csv_path = output_dir / names[0]
+    json_path = output_dir / names[1]
     write_atomic(csv_path, csv_chunks(table))
     write_atomic(json_path, json_chunks(table, summary))
     return (csv_path, json_path)

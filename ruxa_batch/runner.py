@@ -50,7 +50,13 @@ from ruxa_batch.redo import summary_lines as redo_summary
 from ruxa_batch.report import REPORT_FILENAME, run_flags, write_report
 from ruxa_batch.results import Table, build_table, write_atomic, write_results
 from ruxa_batch.settings import API_KEY_ENV, RunFlags
-from ruxa_batch.shards import check_folder, claim_state, manifest_revision, shard_manifest
+from ruxa_batch.shards import (
+    check_folder,
+    claim_state,
+    manifest_revision,
+    own_name,
+    shard_manifest,
+)
 from ruxa_batch.shards import state_path as shard_state_path
 from ruxa_batch.state import JobRecord, StateStore
 from ruxa_batch.statuses import JobStatus, StopReason
@@ -309,13 +315,15 @@ def _run_with_store(
         "files_published_this_run": outcome.files_published,
         "upload_bytes_sent_this_run": outcome.upload_bytes_sent,
     }
-    paths = list(write_results(table, output_dir, summary))
+    shard = flags.shard
+    names = (own_name("results.csv", shard), own_name("results.json", shard))
+    paths = list(write_results(table, output_dir, summary, names=names))
     if flags.report:
         paths.append(
             write_report(
                 table,
                 output_dir=output_dir,
-                destination=output_dir / REPORT_FILENAME,
+                destination=output_dir / own_name(REPORT_FILENAME, shard),
                 history=store.history(),
                 redo_flags=run_flags(sandbox=flags.sandbox, state=flags.state),
             )

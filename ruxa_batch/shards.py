@@ -53,6 +53,17 @@ class Shard:
         """The file name of this shard's state, in the output folder."""
         return f".ruxa-batch.shard-{self.index}-of-{self.count}.sqlite"
 
+    def file_name(self, name: str) -> str:
+        """``results.csv`` as this shard writes it: ``results.shard-2-of-4.csv``, so that shards
+        sharing an output folder never overwrite each other's results and report."""
+        stem, dot, ext = name.rpartition(".")
+        return f"{stem}.shard-{self.index}-of-{self.count}.{ext}" if dot else name
+
+
+def own_name(name: str, shard: Shard | None) -> str:
+    """``name`` for a run of ``shard`` (the whole batch: ``name`` itself)."""
+    return name if shard is None else shard.file_name(name)
+
 
 def parse_shard(text: str) -> Shard:
     """``"2/4"`` as a :class:`Shard`; a one-line :class:`UsageError` for anything else."""

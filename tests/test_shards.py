@@ -106,8 +106,8 @@ def _finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
     return process.returncode, out, err
 
 
-def _jobs(folder: Path) -> dict[str, dict[str, Any]]:
-    document = json.loads((folder / "results.json").read_text())
+def _jobs(folder: Path, name: str = "results.json") -> dict[str, dict[str, Any]]:
+    document = json.loads((folder / name).read_text())
     return {row["key"]: row for row in document["jobs"]}
 
 
@@ -142,8 +142,16 @@ def test_four_shard_processes_then_merge(
     for index, output in enumerate(outputs, start=1):
         assert (output / f".ruxa-batch.shard-{index}-of-4.sqlite").is_file()
         assert not (output / STATE_FILENAME).exists()
-        assert all(shard_of(key, 4) == index for key in _jobs(output))  # its own jobs only
-    shard_rows = {key: row for output in outputs for key, row in _jobs(output).items()}
+        # Its own results and report, under names of its own (shards may share a folder).
+        assert (output / f"report.shard-{index}-of-4.html").is_file()
+        assert not (output / "results.json").exists()
+        own = _jobs(output, f"results.shard-{index}-of-4.json")
+        assert all(shard_of(key, 4) == index for key in own)  # its own jobs only
+    shard_rows = {
+        key: row
+        for index, output in enumerate(outputs, start=1)
+        for key, row in _jobs(output, f"results.shard-{index}-of-4.json").items()
+    }
     assert len(shard_rows) == 400
 
     # One missing: refused, naming it, and nothing written.
@@ -192,8 +200,8 @@ def test_four_shard_processes_then_merge(
     rows = _jobs(target)
     assert rows == shard_rows  # every row as its shard recorded it: ids, tasks, files
     by_shard = {}
-    for output in outputs:
-        by_shard.update(_hashes(output, _jobs(output)))
+    for index, output in enumerate(outputs, start=1):
+        by_shard.update(_hashes(output, _jobs(output, f"results.shard-{index}-of-4.json")))
     assert _hashes(target, rows) == by_shard
     assert run(["ruxa-batch", "verify", "m.yaml"]).code == 0
     assert (target / "report.html").is_file()
