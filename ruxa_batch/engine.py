@@ -21,7 +21,7 @@ import itertools
 import json
 import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,14 +42,14 @@ from ruxa_batch.client import (
     UrlExpired,
     Withdrawn,
 )
-from ruxa_batch.decide import IDLE, Action, Decision, Options, decide, decide_all, pictures_on_disk
+from ruxa_batch.decide import IDLE, Action, Decision, Options, decide, pictures_on_disk
 from ruxa_batch.errors import RuxaBatchError, os_reason
 from ruxa_batch.failures import DEFAULT_RULES, FailureRules, classify
 from ruxa_batch.jobs import Job, Manifest
 from ruxa_batch.local_files import LocalFile
 from ruxa_batch.pictures import Ledger, Picture
 from ruxa_batch.retry import GaveUp, Halted, Retrier, RetryPolicy
-from ruxa_batch.state import JobRecord, StateStore
+from ruxa_batch.state import JobRecord, StateStore, chunked
 from ruxa_batch.statuses import AttemptOutcome, FailureClass, JobStatus, StopReason, TaskState
 from ruxa_batch.timing import Timer
 from ruxa_batch.uploads import Publisher, UploadFailed, UploadStopped
@@ -217,7 +217,6 @@ class Engine:
         self.preparing = 0  # jobs publishing their local pictures before a create
         self._room = asyncio.Event()  # set (and replaced) when a place under the cap may free
         self.capped = False  # the --max-tasks cap stopped a create
-        self._records: dict[str, JobRecord] = {}
         self._ledger: Ledger | None = None
         self.retrier = Retrier(
             timer=self.timer,
@@ -234,20 +233,10 @@ class Engine:
 
     # -- the run ---------------------------------------------------------------------------
 
-    def decisions(self, records: dict[str, JobRecord]) -> dict[str, Decision]:
-        """Each job's decision (the function ``plan`` uses too)."""
-        return decide_all(
-            (job.key for job in self.manifest.jobs),
-            records,
-            self.options.decisions,
-            files_present=pictures_on_disk(self.options.output_dir, self.manifest),
-        )
-
-    def settle(self, job: Job, decision: Decision) -> None:
+    def settle(self, job: Job, decision: Decision, record: JobRecord | None) -> None:
         """Record what a decision changes before any request (a lost create, a fresh start)."""
         if decision.lost_create:
-            record = self._records[job.key]
-            assert record.open_attempt is not None
+            assert record is not None and record.open_attempt is not None
             self.store.close_attempt(
                 job.key,
                 record.open_attempt,
@@ -275,31 +264,23 @@ class Engine:
 
     async def run(self) -> RunOutcome:
         """Drive every job that needs it; returns when all are done or the run must stop."""
-        records = self.store.job_records()
-        # Only new or renamed jobs are written: a resumed 20,000-job batch writes nothing here.
-        changed = [
-            job
-            for job in self.manifest.jobs
-            if job.key not in records
-            or (records[job.key].id, records[job.key].variant) != (job.id, job.variant)
-        ]
-        if changed:
-            self.store.ensure_jobs(
-                (job.key, job.id, job.variant, json.dumps(self.body(job), sort_keys=True))
-                for job in changed
-            )
-        self._records = records
         files_present = pictures_on_disk(self.options.output_dir, self.manifest)
 
-        def decided(*, settle: bool) -> Iterator[tuple[Job, Decision]]:
+        def decided(*, settle: bool) -> Iterator[tuple[Job, Decision, JobRecord | None]]:
             # One job at a time, as the window takes it: a job waiting to start costs its row
-            # in the state, not a coroutine (nor a decision) in memory.
-            for job in self.manifest.jobs:
-                decision = decide(records.get(job.key), options, files_present=files_present)
-                if decision.action not in IDLE:
-                    yield job, decision
-                elif settle:
-                    self.settle(job, decision)  # a lost create left alone: now uncertain
+            # in the state, not a coroutine, a record or a decision in memory. The state is
+            # read a few hundred jobs at a time, each read recording the new jobs among them.
+            for chunk in chunked(self.manifest.jobs):
+                records = self.store.records_of([job.key for job in chunk])
+                if settle and self.record_jobs(chunk, records):
+                    records = self.store.records_of([job.key for job in chunk])
+                for job in chunk:
+                    record = records.get(job.key)
+                    decision = decide(record, options, files_present=files_present)
+                    if decision.action not in IDLE:
+                        yield job, decision, record
+                    elif settle:
+                        self.settle(job, decision, record)  # a lost create: now uncertain
 
         options = self.options.decisions
         if self.publisher is not None:
@@ -307,7 +288,7 @@ class Engine:
             # Under a cap, only the files of the jobs the cap lets through (others are
             # published when a job asks, if it ever may).
             creating: Iterator[Job] = (
-                job for job, decision in decided(settle=False) if decision.creates_now
+                job for job, decision, _ in decided(settle=False) if decision.creates_now
             )
             if self.options.max_tasks is not None:
                 creating = itertools.islice(creating, self.options.max_tasks)
@@ -315,16 +296,16 @@ class Engine:
         source = decided(settle=True)
 
         async def worker() -> None:
-            for job, decision in source:
+            for job, decision, record in source:
                 if self.halted:
                     return  # the jobs not taken yet stay as the state has them
-                self.settle(job, decision)
+                self.settle(job, decision, record)
                 if decision.creates_now and self.cannot_create():
                     # Creating stopped (a 402, the cap): counted, never started.
                     self.note_cap()
                     self.not_submitted(job)
                     continue
-                await self.guarded(job, decision)
+                await self.guarded(job, decision, record)
 
         workers = [asyncio.ensure_future(worker()) for _ in range(self.options.window)]
         try:
@@ -340,10 +321,26 @@ class Engine:
                 self.outcome.upload_bytes_sent = self.publisher.sent_bytes
         return self.outcome
 
-    async def guarded(self, job: Job, decision: Decision) -> None:
+    def record_jobs(self, jobs: Sequence[Job], records: Mapping[str, JobRecord]) -> bool:
+        """Record the new ones of ``jobs`` as pending, and the new id of a renamed one (before
+        any of them is driven); whether anything was written. A resumed batch writes nothing."""
+        changed = [
+            job
+            for job in jobs
+            if job.key not in records
+            or (records[job.key].id, records[job.key].variant) != (job.id, job.variant)
+        ]
+        if changed:
+            self.store.ensure_jobs(
+                (job.key, job.id, job.variant, json.dumps(self.body(job), sort_keys=True))
+                for job in changed
+            )
+        return bool(changed)
+
+    async def guarded(self, job: Job, decision: Decision, record: JobRecord | None) -> None:
         """Drive one job; a bug met on the way costs that job, not the batch."""
         try:
-            await self.drive(job, decision)
+            await self.drive(job, decision, record)
         except RuxaBatchError:
             raise  # an expected failure of the run as a whole (a full disk): stop
         except Exception as exc:
@@ -387,9 +384,8 @@ class Engine:
         if not self.halted:
             await self.timer.sleep(seconds)
 
-    async def drive(self, job: Job, decision: Decision) -> None:
-        """One job's whole life in this run, starting from its decision."""
-        record = self._records.get(job.key)
+    async def drive(self, job: Job, decision: Decision, record: JobRecord | None) -> None:
+        """One job's whole life in this run, starting from its decision and its record."""
         attempts = decision.attempts_used
         has_task = decision.action in (Action.POLL, Action.DOWNLOAD)
         self.events.job_started(job, has_task=has_task)
@@ -402,7 +398,7 @@ class Engine:
                 record.task_state == TaskState.SUCCESS and record.result_urls
             ):
                 # Known to have succeeded: straight to the download.
-                await self.fetch(job, task_id, record.result_urls)
+                await self.fetch(job, task_id, record.result_urls, record)
                 return
         while True:
             if task_id is None:
@@ -433,7 +429,7 @@ class Engine:
             watched = await self.watch(task_id, age=age)
             age = 0.0
             if watched.state == TaskState.SUCCESS:
-                await self.fetch(job, task_id, watched.urls)
+                await self.fetch(job, task_id, watched.urls, record)
                 return
             if watched.state is None:
                 if self.halted:
@@ -768,12 +764,12 @@ class Engine:
     def ledger(self) -> Ledger:
         """Which identity each output file belongs to (made when the first picture is fetched)."""
         if self._ledger is None:
-            self._ledger = Ledger(
-                self.options.output_dir.resolve(), self.manifest, self._records, self.store
-            )
+            self._ledger = Ledger(self.options.output_dir.resolve(), self.manifest, self.store)
         return self._ledger
 
-    async def fetch(self, job: Job, task_id: str | None, urls: Sequence[str]) -> None:
+    async def fetch(
+        self, job: Job, task_id: str | None, urls: Sequence[str], record: JobRecord | None
+    ) -> None:
         """Put every output of a succeeded task in place, then record the job as succeeded.
 
         Each output goes under the job's name now. A copy of it already on disk (the job was
@@ -787,7 +783,6 @@ class Engine:
             return
         root = self.options.output_dir.resolve()
         ledger = self.ledger()
-        record = self._records.get(job.key)
         # Recorded pictures are reused only when they are this task's, never for a new task.
         reuse = record is not None and task_id is not None and record.task_id == task_id
         kept: list[Picture] = []

@@ -149,7 +149,7 @@ def _build_document(path: Path, log: ProblemLog, *, max_jobs: int) -> Manifest |
         callback_url=data.get("callback_url"),
         output=output,
         run=dict(data.get("run") or {}),
-        jobs=tuple(jobs),
+        jobs=jobs,
         upload=upload,
         local=local,
     )

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from ruxa_batch.jobs import Job, identity_key, request_input
+from ruxa_batch.jobs import Job, Jobs, identity_key, request_input
 from ruxa_batch.local_files import LocalFile, is_url
 from ruxa_batch.manifest_entries import Entry
 from ruxa_batch.manifest_files import FILE_VARIABLES, FileReader
@@ -60,11 +60,11 @@ class Expander:
                 return False
         return True
 
-    def expand_all(self, entries: Sequence[Entry]) -> list[Job]:
+    def expand_all(self, entries: Sequence[Entry]) -> Jobs:
         """Every job of ``entries``, in manifest order; the ones with problems are left out."""
-        jobs: list[Job] = []
+        jobs = Jobs()
         seen_ids: dict[str, str] = {}
-        seen_keys: dict[str, Job] = {}
+        seen_keys: dict[str, int] = {}  # the number of the job with that identity, not the job
         for entry in entries:
             templates = self.templates(entry)
             if templates is None:
@@ -107,10 +107,10 @@ class Expander:
                         first.origin,
                     )
                     if key in seen_keys:
-                        other = seen_keys[key]
+                        other = jobs[seen_keys[key]]
                         self.log.add_repeated(id_path, "same request", _same_request(job, other))
                         break
-                    seen_keys[key] = job
+                    seen_keys[key] = len(jobs)
                     jobs.append(job)
         return jobs
 

@@ -409,32 +409,29 @@ def _write_outputs(
     report: bool,
 ) -> int:
     """results.csv, results.json and report.html of the merged folder, and the summary."""
-    store = StateStore(destination / STATE_FILENAME, readonly=True)
-    try:
-        table = build_table(manifest, store.job_records(), store.takes())
-        history = store.history()
-    finally:
-        store.close()
-    summary: dict[str, Any] = {
-        **table.counts(),
-        "jobs": len(table.rows),
-        "possible_duplicates": table.possible_duplicates(),
-        "merged_shards": [str(s.shard) for s in sorted(found, key=_by_shard)],
-        "missing_shards": [str(shard) for shard in missing],
-        "pictures_merged": pictures,
-        "pictures_missing": absent,
-    }
-    paths = list(write_results(table, destination, summary))
-    if report:
-        paths.append(
-            write_report(
-                table,
-                output_dir=destination,
-                destination=destination / REPORT_FILENAME,
-                history=history,
+    with StateStore(destination / STATE_FILENAME, readonly=True) as store:
+        table = build_table(manifest, store.records_of, store.takes())
+        tally = table.counts()
+        summary: dict[str, Any] = {
+            **tally,
+            "jobs": len(table.rows),
+            "possible_duplicates": table.possible_duplicates(),
+            "merged_shards": [str(s.shard) for s in sorted(found, key=_by_shard)],
+            "missing_shards": [str(shard) for shard in missing],
+            "pictures_merged": pictures,
+            "pictures_missing": absent,
+        }
+        paths = list(write_results(table, destination, summary))
+        if report:
+            paths.append(
+                write_report(
+                    table,
+                    output_dir=destination,
+                    destination=destination / REPORT_FILENAME,
+                    history=store.history(),
+                )
             )
-        )
-    counts = ", ".join(f"{count:,} {status}" for status, count in table.counts().items() if count)
+    counts = ", ".join(f"{count:,} {status}" for status, count in tally.items() if count)
     count = found[0].shard.count
     lines = [
         f"merged {len(found)} of {count} shards into {display_path(destination)}: "

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
@@ -105,9 +105,9 @@ class Ledger:
         self,
         root: Path,
         manifest: Manifest,
-        records: Mapping[str, JobRecord],
         store: StateStore,
     ) -> None:
+        records = store.job_records()
         self.root = root
         self.manifest = manifest
         self.store = store

@@ -9,14 +9,14 @@ import os
 import stat
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
 
 from ruxa_batch.errors import cannot_write
 from ruxa_batch.jobs import Job, Manifest, display_path
-from ruxa_batch.state import JobRecord, TakeRecord
+from ruxa_batch.state import JobRecord, TakeRecord, chunked
 from ruxa_batch.statuses import JOB_STATUSES, JobStatus
 
 COLUMNS = (
@@ -67,14 +67,19 @@ class Table:
         return sum(1 for row in self.rows if row["possible_duplicate"])
 
 
+# Where a table finds its jobs' records: all of them, or a way to read some of them by key
+# (``StateStore.records_of``), which a pass over a big batch calls a few hundred keys at a time.
+Records = Mapping[str, JobRecord] | Callable[[list[str]], Mapping[str, JobRecord]]
+
+
 def build_table(
     manifest: Manifest,
-    records: Mapping[str, JobRecord],
+    records: Records,
     takes: Mapping[str, Sequence[TakeRecord]] | None = None,
 ) -> Table:
     """One row per job of the manifest, joined with its state (pending when never run): its
     current take, with its earlier takes (a redo's) under ``history``. Rows are made as they
-    are read."""
+    are read, from records read as they are needed."""
     return Table(manifest, _Rows(manifest, records, takes or {}))
 
 
@@ -84,11 +89,11 @@ class _Rows(Sequence[dict[str, Any]]):
     def __init__(
         self,
         manifest: Manifest,
-        records: Mapping[str, JobRecord],
+        records: Records,
         takes: Mapping[str, Sequence[TakeRecord]],
     ) -> None:
         self.jobs = manifest.jobs
-        self.records = records
+        self.lookup = records if callable(records) else lambda keys: records
         self.takes = takes
 
     def __len__(self) -> int:
@@ -102,14 +107,19 @@ class _Rows(Sequence[dict[str, Any]]):
 
     def __getitem__(self, index: int | slice) -> dict[str, Any] | Sequence[dict[str, Any]]:
         if isinstance(index, slice):
-            return [self._row(job) for job in self.jobs[index]]
-        return self._row(self.jobs[index])
+            return list(self._rows(self.jobs[index]))
+        return next(self._rows([self.jobs[index]]))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        return map(self._row, self.jobs)
+        return self._rows(self.jobs)
 
-    def _row(self, job: Job) -> dict[str, Any]:
-        record = self.records.get(job.key)
+    def _rows(self, jobs: Iterable[Job]) -> Iterator[dict[str, Any]]:
+        for chunk in chunked(jobs):
+            found = self.lookup([job.key for job in chunk])
+            for job in chunk:
+                yield self._row(job, found.get(job.key))
+
+    def _row(self, job: Job, record: JobRecord | None) -> dict[str, Any]:
         return {
             "id": job.id,
             "variant": job.variant,

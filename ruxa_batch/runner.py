@@ -302,7 +302,7 @@ def _run_with_store(
         _exit_on_next_signal()
     elapsed = time.monotonic() - started
     store.finish_run(outcome=outcome.stopped_by or "finished", tasks_created=outcome.tasks_created)
-    table = build_table(manifest, store.job_records(), store.takes())
+    table = build_table(manifest, store.records_of, store.takes())
     summary = {
         **table.counts(),
         "jobs": len(table.rows),

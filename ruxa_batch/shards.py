@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ruxa_batch.errors import UsageError
-from ruxa_batch.jobs import Manifest, display_path
+from ruxa_batch.jobs import Jobs, Manifest, display_path
 from ruxa_batch.state import STATE_FILENAME, StateStore
 
 # The state's meta keys a run records (see ``record_scope`` in the runner).
@@ -87,7 +87,7 @@ def shard_manifest(manifest: Manifest, shard: Shard | None) -> Manifest:
     """The manifest as a run of ``shard`` sees it: only its jobs, in manifest order."""
     if shard is None:
         return manifest
-    return replace(manifest, jobs=tuple(job for job in manifest.jobs if shard.holds(job.key)))
+    return replace(manifest, jobs=Jobs(job for job in manifest.jobs if shard.holds(job.key)))
 
 
 def split(manifest: Manifest, count: int) -> list[Manifest]:

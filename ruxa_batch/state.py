@@ -44,6 +44,9 @@ from ruxa_batch.statuses import (
 )
 
 STATE_FILENAME = ".ruxa-batch.sqlite"
+# Jobs read from the state per query on a pass over a batch: few enough that a pass holds a
+# handful of records, enough that a 100,000-job pass is 200 queries.
+RECORDS_AT_ONCE = 500
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the first schema
@@ -180,6 +183,21 @@ def _task_state(value: str | None) -> TaskState | None:
         return TaskState(value)
     except ValueError:
         return TaskState.UNKNOWN
+
+
+_T = TypeVar("_T")
+
+
+def chunked(items: Iterable[_T], size: int = RECORDS_AT_ONCE) -> Iterator[list[_T]]:
+    """``items`` in lists of ``size`` (the last one shorter)."""
+    batch: list[_T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def state_path_for(output_dir: Path, explicit: Path | None = None) -> Path:
@@ -581,13 +599,28 @@ class StateStore:
         self._records = (self._changes, records)
         return dict(records)
 
-    def _read_job_records(self) -> dict[str, JobRecord]:
+    @_guarded
+    def records_of(self, keys: Sequence[str]) -> dict[str, JobRecord]:
+        """The recorded jobs among ``keys``, by key: what a pass over a big batch reads a few
+        hundred jobs at a time, so that it never holds every record (see :func:`chunked`)."""
+        found: dict[str, JobRecord] = {}
+        for start in range(0, len(keys), RECORDS_AT_ONCE):
+            part = keys[start : start + RECORDS_AT_ONCE]
+            marks = ",".join("?" * len(part))
+            found.update(self._read_job_records(f"IN ({marks})", tuple(part)))
+        return found
+
+    def _read_job_records(
+        self, keys: str | None = None, params: tuple[str, ...] = ()
+    ) -> dict[str, JobRecord]:
+        """Every job row, or those whose key is ``keys`` (an SQL ``IN (...)`` of ``params``)."""
+        where = f"AND job_key {keys}" if keys else ""
         open_attempts = {
             row["job_key"]: int(row["attempt"])
             for row in self.conn.execute(
                 "SELECT job_key, MAX(attempt) AS attempt FROM attempts "
-                "WHERE outcome = ? GROUP BY job_key",
-                (AttemptOutcome.SENDING,),
+                f"WHERE outcome = ? {where} GROUP BY job_key",
+                (AttemptOutcome.SENDING, *params),
             )
         }
         # A file of an older version opened read-only has not been migrated: no sizes column.
@@ -598,11 +631,13 @@ class StateStore:
         records = {}
         for row in self.conn.execute(
             "SELECT jobs.*, tasks.state AS task_state, tasks.created_at AS task_created_at, "
-            "tasks.finished_at AS task_finished_at, COALESCE(counted.n, 0) AS tasks_total "
+            "tasks.finished_at AS task_finished_at, "
+            "(SELECT COUNT(*) FROM tasks AS counted WHERE counted.job_key = jobs.key) "
+            "AS tasks_total "
             "FROM jobs "
-            "LEFT JOIN tasks ON tasks.task_id = jobs.task_id "
-            "LEFT JOIN (SELECT job_key, COUNT(*) AS n FROM tasks GROUP BY job_key) AS counted "
-            "ON counted.job_key = jobs.key"
+            "LEFT JOIN tasks ON tasks.task_id = jobs.task_id"
+            + (f" WHERE jobs.key {keys}" if keys else ""),
+            params,
         ):
             records[row["key"]] = JobRecord(
                 key=row["key"],
