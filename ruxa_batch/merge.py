@@ -35,7 +35,7 @@ from ruxa_batch.errors import EXIT_OK, UsageError, cannot_write, emit
 from ruxa_batch.jobs import Manifest, display_path, output_dir_for
 from ruxa_batch.manifest import load_manifest
 from ruxa_batch.pictures import FileCheck, Picture, check_file, pictures_of
-from ruxa_batch.report import REPORT_FILENAME, write_report
+from ruxa_batch.report import REPORT_FILENAME, report_writer
 from ruxa_batch.results import build_table, write_results
 from ruxa_batch.settings import MergeSettings
 from ruxa_batch.shards import (
@@ -421,16 +421,13 @@ def _write_outputs(
             "pictures_merged": pictures,
             "pictures_missing": absent,
         }
-        paths = list(write_results(table, destination, summary))
-        if report:
-            paths.append(
-                write_report(
-                    table,
-                    output_dir=destination,
-                    destination=destination / REPORT_FILENAME,
-                    history=store.history(),
-                )
-            )
+        report_file = destination / REPORT_FILENAME
+        make = report_writer(
+            output_dir=destination, destination=report_file, history=store.history()
+        )
+        paths = write_results(
+            table, destination, summary, also=[(report_file, make)] if report else []
+        )
     counts = ", ".join(f"{count:,} {status}" for status, count in tally.items() if count)
     count = found[0].shard.count
     lines = [

@@ -19,6 +19,7 @@ argument the way :func:`shlex.quote` does, so any manifest path or id pastes as 
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import itertools
 import os
@@ -31,7 +32,7 @@ from urllib.parse import quote
 
 from ruxa_batch.jobs import Manifest, display_path
 from ruxa_batch.local_files import is_url
-from ruxa_batch.results import Table, write_atomic
+from ruxa_batch.results import Table, Writer, write_atomic
 from ruxa_batch.statuses import JOB_STATUSES, JobStatus
 
 REPORT_FILENAME = "report.html"
@@ -689,16 +690,35 @@ def write_report(
 ) -> Path:
     """Write the report atomically, as it is made; returns its path. ``redo_flags`` go into
     the page's redo command (see :func:`run_flags`)."""
-    chunks = report_chunks(
-        table,
+    make = report_writer(
+        output_dir=output_dir,
+        destination=destination,
+        history=history,
+        embed=embed,
+        redo_flags=redo_flags,
+    )
+    write_atomic(destination, make(table))
+    return destination
+
+
+def report_writer(
+    *,
+    output_dir: Path,
+    destination: Path,
+    history: Mapping[str, Any],
+    embed: bool = False,
+    redo_flags: Sequence[str] = (),
+) -> Writer:
+    """What makes the report at ``destination`` of a table (for :func:`write_results`, which
+    writes it in the same pass as the results files)."""
+    return functools.partial(
+        report_chunks,
         output_dir=output_dir.resolve(),
         report_dir=destination.parent.resolve(),
         history=history,
         embed=embed,
         redo_flags=redo_flags,
     )
-    write_atomic(destination, chunks)
-    return destination
 
 
 def run_flags(*, sandbox: bool, state: Path | None) -> tuple[str, ...]:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import itertools
 import json
 import os
 import stat
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
 
@@ -45,26 +46,56 @@ LIST_COLUMNS = ("images", "result_urls", "files")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-@dataclass(frozen=True)
 class Table:
     """The results of a manifest's jobs, from the state file.
 
     ``rows`` is any sequence of row dicts; :func:`build_table` gives one that makes each row
     when it is read, so that writing the results of a big batch streams instead of holding
-    every row in memory.
+    every row in memory. The counts are made once, in a pass that builds no row.
     """
 
-    manifest: Manifest
-    rows: Sequence[dict[str, Any]]
+    def __init__(
+        self,
+        manifest: Manifest,
+        rows: Sequence[dict[str, Any]],
+        *,
+        tally: tuple[dict[str, int], int] | None = None,
+    ) -> None:
+        self.manifest = manifest
+        self.rows = rows
+        self._tally = tally
+
+    def __repr__(self) -> str:
+        return f"Table({self.manifest.name!r}, {len(self.rows)} rows)"
+
+    def tally(self) -> tuple[dict[str, int], int]:
+        """Jobs per status (every status present, by the status's word) and possible
+        duplicates: counted on the first call."""
+        if self._tally is None:
+            found: Counter[str] = Counter()
+            duplicates = 0
+            marks = (
+                self.rows.marks()
+                if isinstance(self.rows, _Rows)
+                else ((row["status"], row["possible_duplicate"]) for row in self.rows)
+            )
+            for status, duplicate in marks:
+                found[status] += 1
+                duplicates += bool(duplicate)
+            self._tally = ({status.value: found[status] for status in JOB_STATUSES}, duplicates)
+        return self._tally
 
     def counts(self) -> dict[str, int]:
         """Jobs per status, every status present, by the status's word."""
-        found = Counter(row["status"] for row in self.rows)
-        return {status.value: found[status] for status in JOB_STATUSES}
+        return dict(self.tally()[0])
 
     def possible_duplicates(self) -> int:
         """Jobs whose create may have been charged twice."""
-        return sum(1 for row in self.rows if row["possible_duplicate"])
+        return self.tally()[1]
+
+    def sharing(self, rows: Sequence[dict[str, Any]]) -> Table:
+        """The same table, counted already, read through ``rows``."""
+        return Table(self.manifest, rows, tally=self.tally())
 
 
 # Where a table finds its jobs' records: all of them, or a way to read some of them by key
@@ -112,6 +143,17 @@ class _Rows(Sequence[dict[str, Any]]):
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return self._rows(self.jobs)
+
+    def marks(self) -> Iterator[tuple[JobStatus, bool]]:
+        """Each job's status and whether it may have been paid twice, making no row."""
+        for chunk in chunked(self.jobs):
+            found = self.lookup([job.key for job in chunk])
+            for job in chunk:
+                record = found.get(job.key)
+                if record is None:
+                    yield JobStatus.PENDING, False
+                else:
+                    yield record.status, record.possible_duplicate
 
     def _rows(self, jobs: Iterable[Job]) -> Iterator[dict[str, Any]]:
         for chunk in chunked(jobs):
@@ -297,31 +339,127 @@ def write_atomic(path: Path, text: str | Iterable[str]) -> None:
 
     A full disk or a read-only folder is an :class:`~ruxa_batch.errors.EnvironmentProblem`.
     """
+    pieces = iter((text,)) if isinstance(text, str) else iter(text)
+    with _Replacing(path) as out:
+        for piece in pieces:
+            out.write(piece)
+
+
+class _Replacing:
+    """A file written beside ``path`` and put in its place when complete (on a clean exit);
+    removed on any error."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            # mkstemp makes the file owner-only; give it what a plain write would: the mode of
+            # the file it replaces, else 0666 less the umask.
+            if hasattr(os, "fchmod"):
+                os.fchmod(handle, _plain_mode(path))
+        except OSError as exc:
+            raise cannot_write(display_path(path), exc) from None
+        self.temp = Path(temp)
+        self.out = os.fdopen(handle, "w", encoding="utf-8", newline="")
+
+    def __enter__(self) -> _Replacing:
+        return self
+
+    def write(self, piece: str) -> None:
+        try:
+            self.out.write(piece)
+        except OSError as exc:
+            self.abandon()
+            raise cannot_write(display_path(self.path), exc) from None
+
+    def finish(self) -> None:
+        """Put the complete file in place."""
+        try:
+            with self.out:
+                self.out.flush()
+                os.fsync(self.out.fileno())
+            os.replace(self.temp, self.path)
+        except OSError as exc:
+            self.abandon()
+            raise cannot_write(display_path(self.path), exc) from None
+
+    def abandon(self) -> None:
+        with contextlib.suppress(OSError):
+            self.out.close()
+        self.temp.unlink(missing_ok=True)
+
+    def __exit__(self, kind: object, *rest: object) -> None:
+        if kind is None:
+            self.finish()
+        else:
+            self.abandon()
+
+
+# What makes one file of a table's rows: csv_chunks, json_chunks with a summary, the report.
+Writer = Callable[[Table], Iterable[str]]
+
+
+def write_tables(table: Table, files: Sequence[tuple[Path, Writer]]) -> list[Path]:
+    """Write every file of ``files`` from ``table`` in one pass over its rows, each replaced
+    only when all are complete; returns their paths.
+
+    Each row is made (and its record read) once for all the files, not once per file: the
+    writer furthest behind is always the one advanced, so only the rows between the slowest
+    and the fastest writer (a few hundred) are held at a time.
+    """
+    table.tally()  # counted before the pass: the writers' headers need the counts
+    length = len(table.rows)
+    branches = [_Branch(rows, length) for rows in itertools.tee(iter(table.rows), len(files))]
+    outs: list[_Replacing] = []
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        # mkstemp makes the file owner-only; give it what a plain write would: the mode of the
-        # file it replaces, else 0666 less the umask.
-        if hasattr(os, "fchmod"):
-            os.fchmod(handle, _plain_mode(path))
-    except OSError as exc:
-        raise cannot_write(display_path(path), exc) from None
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
-            if isinstance(text, str):
-                out.write(text)
+        for path, _ in files:
+            outs.append(_Replacing(path))
+        pieces = [
+            iter(make(table.sharing(branch)))
+            for branch, (_, make) in zip(branches, files, strict=True)
+        ]
+        going = set(range(len(files)))
+        while going:
+            number = min(going, key=lambda n: branches[n].taken)
+            piece = next(pieces[number], None)
+            if piece is None:
+                going.discard(number)
             else:
-                for piece in text:
-                    out.write(piece)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except OSError as exc:
-        Path(temp).unlink(missing_ok=True)
-        raise cannot_write(display_path(path), exc) from None
+                outs[number].write(piece)
+        for out in outs:
+            out.finish()
     except BaseException:
-        Path(temp).unlink(missing_ok=True)
+        for out in outs:
+            out.abandon()
         raise
+    return [path for path, _ in files]
+
+
+class _Branch(Sequence[dict[str, Any]]):
+    """One writer's view of rows read once for several: iterated once, counting what it took."""
+
+    def __init__(self, rows: Iterator[dict[str, Any]], length: int) -> None:
+        self.rows = rows
+        self.length = length
+        self.taken = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for row in self.rows:
+            self.taken += 1
+            yield row
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[dict[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | Sequence[dict[str, Any]]:
+        raise TypeError("rows read in one pass are read in order, not by index")
 
 
 def write_results(
@@ -330,11 +468,15 @@ def write_results(
     summary: Mapping[str, Any],
     *,
     names: tuple[str, str] = ("results.csv", "results.json"),
-) -> Sequence[Path]:
-    """Write ``results.csv`` and ``results.json`` (or ``names``) into ``output_dir``; returns
-    their paths."""
-    csv_path = output_dir / names[0]
-    json_path = output_dir / names[1]
-    write_atomic(csv_path, csv_chunks(table))
-    write_atomic(json_path, json_chunks(table, summary))
-    return (csv_path, json_path)
+    also: Sequence[tuple[Path, Writer]] = (),
+) -> list[Path]:
+    """Write ``results.csv`` and ``results.json`` (or ``names``) into ``output_dir``, and the
+    files of ``also`` (the report), in one pass over the rows; returns their paths."""
+    return write_tables(
+        table,
+        [
+            (output_dir / names[0], csv_chunks),
+            (output_dir / names[1], lambda part: json_chunks(part, summary)),
+            *also,
+        ],
+    )

@@ -47,7 +47,7 @@ from ruxa_batch.redo import (
     within_cap,
 )
 from ruxa_batch.redo import summary_lines as redo_summary
-from ruxa_batch.report import REPORT_FILENAME, run_flags, write_report
+from ruxa_batch.report import REPORT_FILENAME, report_writer, run_flags
 from ruxa_batch.results import Table, build_table, write_atomic, write_results
 from ruxa_batch.settings import API_KEY_ENV, RunFlags
 from ruxa_batch.shards import (
@@ -317,17 +317,17 @@ def _run_with_store(
     }
     shard = flags.shard
     names = (own_name("results.csv", shard), own_name("results.json", shard))
-    paths = list(write_results(table, output_dir, summary, names=names))
+    report = []
     if flags.report:
-        paths.append(
-            write_report(
-                table,
-                output_dir=output_dir,
-                destination=output_dir / own_name(REPORT_FILENAME, shard),
-                history=store.history(),
-                redo_flags=run_flags(sandbox=flags.sandbox, state=flags.state),
-            )
+        page = output_dir / own_name(REPORT_FILENAME, shard)
+        make = report_writer(
+            output_dir=output_dir,
+            destination=page,
+            history=store.history(),
+            redo_flags=run_flags(sandbox=flags.sandbox, state=flags.state),
         )
+        report.append((page, make))
+    paths = write_results(table, output_dir, summary, names=names, also=report)
     if not flags.quiet:
         emit(_summary_lines(summary, paths, output_dir), sys.stdout)
     # How the run went is said of the jobs it drove: a redo is not unfinished because another

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from ruxa_batch.jobs import Job, render_filename, unsuffixed
+from ruxa_batch.jobs import Job, Jobs, render_filename, unsuffixed
+from ruxa_batch.local_files import LocalFile
 
 PARSER_MODULES = ("yaml", "jsonschema", "ruxa_batch.yamlsource", "ruxa_batch.schema")
 
@@ -48,3 +50,21 @@ def test_unsuffixed_inverts_the_suffix_of_later_outputs(template: str, job_id: s
 @pytest.mark.parametrize("name", ["a.png", "a-1.png", "a-0.png", "a-02.png", "a-2.b/c", "a-x"])
 def test_names_that_no_later_output_gets(name: str) -> None:
     assert unsuffixed(name) is None
+
+
+def test_packed_jobs_read_back_as_they_were_added(tmp_path: Path) -> None:
+    photo = LocalFile("photos/a.png", "a" * 64, 12, "image/png", tmp_path / "photos/a.png")
+    other = LocalFile("photos/b.png", "b" * 64, 34, "image/png", tmp_path / "photos/b.png")
+    jobs = [
+        Job("a", 1, 2, "Prompt é", ("https://x/a.png", photo), "1:1", "png", "k1", "jobs[0]"),
+        Job("a", 2, 2, "Prompt é", ("https://x/a.png", photo), "1:1", "png", "k2", "jobs[0]"),
+        Job("b", 1, 1, "", (other, photo), "16:9", "jpeg", "k3", "jobs[1], line 9"),
+        Job("c", 1, 1, "p", (), "auto", "png", "k4", ""),
+    ]
+    packed = Jobs(jobs)
+    assert list(packed) == jobs and len(packed) == 4
+    assert packed[2] == jobs[2] and packed[-1] == jobs[-1]
+    assert list(packed[1:3]) == jobs[1:3] and packed == jobs
+    assert packed[2].images[1].path == photo.path  # the file itself, not a copy by value only
+    with pytest.raises(IndexError):
+        packed[4]

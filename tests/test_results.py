@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -107,3 +108,63 @@ def test_results_and_report_get_the_permissions_a_plain_write_would(
         assert stat.S_IMODE((hermetic / "copy.csv").stat().st_mode) == 0o644
     finally:
         os.umask(old)
+
+
+def test_results_and_report_are_written_in_one_pass_over_the_records(hermetic: Path) -> None:
+    """A big batch's records are read once for the counts and once for all three files."""
+    from ruxa_batch.report import render_report, report_writer
+    from ruxa_batch.results import write_results
+
+    loaded = load_manifest(write_manifest(hermetic, 1200, variants=1))
+    done = {
+        job.key: JobRecord(
+            key=job.key,
+            id=job.id,
+            variant=1,
+            status=JobStatus.SUCCEEDED if number % 3 else JobStatus.FAILED,
+            attempts=1,
+            possible_duplicate=number % 7 == 0,
+            task_id=f"task-{number}",
+            result_urls=(f"https://cdn.example.com/{number}.png",),
+            files=(f"{job.id}-1.png",),
+            sha256=("0" * 64,),
+            error=None if number % 3 else "boom",
+            submitted_at=None,
+            finished_at=None,
+            open_attempt=None,
+        )
+        for number, job in enumerate(loaded.jobs)
+        if number < 1000
+    }
+    reads: list[str] = []
+
+    def lookup(keys: list[str]) -> dict[str, JobRecord]:
+        reads.extend(keys)
+        assert len(keys) <= 500  # a few hundred at a time, never the batch
+        return {key: done[key] for key in keys if key in done}
+
+    out = hermetic / "out"
+    page = hermetic / "report.html"
+    make = report_writer(output_dir=out, destination=page, history={})
+    table = build_table(loaded, lookup)
+    summary = {"jobs": len(table.rows)}
+    paths = write_results(table, out, summary, also=[(page, make)])
+    assert [path.name for path in paths] == ["results.csv", "results.json", "report.html"]
+    assert len(reads) == 2 * 1200  # the counts' pass, then one pass for the three files
+    whole = build_table(loaded, done)
+    assert (out / "results.csv").read_text() == to_csv(whole)
+    assert (out / "results.json").read_text() == to_json(whole, summary)
+    expected = render_report(whole, output_dir=out, report_dir=hermetic, history={})
+    stamp = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC")  # the page's time of writing
+    assert stamp.sub("", page.read_text()) == stamp.sub("", expected)
+    assert (
+        whole.counts()
+        == {
+            "succeeded": 666,
+            "failed": 334,
+            "running": 0,
+            "pending": 200,
+            "uncertain": 0,
+        }
+        and whole.possible_duplicates() == 143
+    )

@@ -6,8 +6,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from ruxa_batch.state import MIGRATIONS, StateError, StateStore
+from ruxa_batch.state import MIGRATIONS, StateError, StateStore, _strings, chunked
 from ruxa_batch.statuses import AttemptOutcome, JobStatus, TaskState
 
 
@@ -91,6 +93,7 @@ def test_every_query_uses_an_index(tmp_path: Path) -> None:
     store.close_attempt("k2", store.begin_attempt("k2"), AttemptOutcome.AMBIGUOUS, "dropped")
     store.set_status("k2", JobStatus.PENDING)
     store.task_state("task-1")
+    store.records_of(["k1", "k2"])
     store.conn.set_trace_callback(None)
     # The trace shows each statement with its values bound in, so it is explained as it ran.
     checked = [s for s in statements if s.split()[0] in ("UPDATE", "SELECT", "DELETE")]
@@ -99,7 +102,8 @@ def test_every_query_uses_an_index(tmp_path: Path) -> None:
             plans.append(f"{row[-1]}  <-  {statement[:60]}")
     store.close()
     assert len(checked) >= 10, checked  # the trace did see the steps
-    scans = [plan for plan in plans if plan.startswith("SCAN ")]
+    # The schema's own table (a handful of rows) is read once per store.
+    scans = [p for p in plans if p.startswith("SCAN ") and not p.startswith("SCAN sqlite_master")]
     assert not scans, scans
 
 
@@ -108,7 +112,7 @@ def test_job_records_are_read_again_only_after_a_write(tmp_path: Path) -> None:
     store.ensure_jobs([("k1", "a", 1, "{}")])
     reads: list[str] = []
     store.conn.set_trace_callback(
-        lambda sql: reads.append(sql) if sql.startswith("SELECT jobs.*") else None
+        lambda sql: reads.append(sql) if sql.startswith("SELECT jobs.key") else None
     )
     first = store.job_records()
     second = store.job_records()
@@ -119,3 +123,36 @@ def test_job_records_are_read_again_only_after_a_write(tmp_path: Path) -> None:
     assert len(reads) == 2
     assert third["k1"].status == JobStatus.FAILED and third["k1"].error == "boom"
     store.close()
+
+
+def test_records_read_by_key_are_the_records_read_whole(tmp_path: Path) -> None:
+    """A pass over a big batch reads records a few hundred keys at a time: the same records."""
+    store = StateStore(tmp_path / "s.sqlite")
+    keys = [f"k{number:04d}" for number in range(1200)]
+    store.ensure_jobs((key, f"job-{key}", 1, "{}") for key in keys)
+    store.begin_attempt("k0001")  # open: its create's fate unknown
+    attempt = store.begin_attempt("k0002")
+    store.record_task("k0002", attempt, "task-2")
+    store.update_task("task-2", TaskState.SUCCESS, result_urls=["https://x/1.png", "https://x/2"])
+    store.record_files("k0002", ["é 1.png", 'a"b.png'], ["0" * 64, "1" * 64], [12, 34])
+    store.set_status("k0003", JobStatus.FAILED, error="boom")
+    whole = store.job_records()
+    wanted = [*keys[::-1], "absent"]
+    assert store.records_of(wanted) == {key: whole[key] for key in keys}
+    assert store.records_of([]) == {}
+    assert whole["k0002"].files == ("é 1.png", 'a"b.png') and whole["k0002"].sizes == (12, 34)
+    assert whole["k0001"].open_attempt == 1 and whole["k0002"].tasks_total == 1
+    store.close()
+
+
+def test_chunked_keeps_order_and_every_item() -> None:
+    assert list(chunked(range(7), 3)) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert list(chunked([], 3)) == []
+
+
+@given(st.lists(st.one_of(st.text(), st.integers(min_value=0))))
+def test_list_columns_read_back_as_written(values: list[str | int]) -> None:
+    import json
+
+    for text in (json.dumps(values), json.dumps(values, ensure_ascii=False)):
+        assert _strings(text) == tuple(values)
