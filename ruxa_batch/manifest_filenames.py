@@ -59,8 +59,8 @@ def check_filenames(
     A collision of the default names is reported at the job's id (``id_paths``), since the
     manifest has no output.filename to point at.
     """
-    taken: dict[str, Job] = {}
-    for job in jobs:
+    taken: dict[str, int] = {}  # each folded name -> the number of the job it is taken by
+    for number, job in enumerate(jobs):
         name = render_filename(output.template_for(job), job, 1)
         parts = name.split("/")
         if posixpath.isabs(name) or any(part in ("", ".", "..") for part in parts):
@@ -73,7 +73,7 @@ def check_filenames(
             continue
         folded = name.casefold()
         if folded in taken:
-            other = taken[folded]
+            other = jobs[taken[folded]]
             if output.filename is None:
                 _default_collision(job, other, name, where=id_paths[job.id], log=log)
                 continue
@@ -90,12 +90,14 @@ def check_filenames(
                 f"{name!r}; {hint}",
             )
             continue
-        taken[folded] = job
+        taken[folded] = number
     if output.filename is not None and "n" not in parse_template(output.filename).names:
-        _suffix_collisions(taken, output.filename, log=log)
+        _suffix_collisions(taken, jobs, output.filename, log=log)
 
 
-def _suffix_collisions(taken: Mapping[str, Job], template: str, *, log: ProblemLog) -> None:
+def _suffix_collisions(
+    taken: Mapping[str, int], jobs: Sequence[Job], template: str, *, log: ProblemLog
+) -> None:
     """Report a job's first output named like another job's output 2, 3...
 
     A template without {n} names a task's second and later pictures with -2, -3... before the
@@ -108,11 +110,11 @@ def _suffix_collisions(taken: Mapping[str, Job], template: str, *, log: ProblemL
         if template.endswith(".{ext}")
         else "{id}-{n}.{ext}"
     )
-    for folded, job in taken.items():
+    for folded, number in taken.items():
         source = unsuffixed(folded)
         if source is None or source[0] not in taken:
             continue
-        other, n = taken[source[0]], source[1]
+        job, other, n = jobs[number], jobs[taken[source[0]]], source[1]
         name = render_filename(template, job, 1)
         log.add_repeated(
             _WHERE,
