@@ -9,12 +9,12 @@ job) and returns the action and how many tasks it may create. The engine carries
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from ruxa_batch.jobs import Manifest
+from ruxa_batch.jobs import Job, Manifest
 from ruxa_batch.pictures import holds, pictures_of
 from ruxa_batch.state import JobRecord
 from ruxa_batch.statuses import JobStatus, TaskState
@@ -183,7 +183,7 @@ def money_pair(first: float, second: float) -> tuple[str, str]:
     return f"{first:,.2f}", f"{second:,.2f}"
 
 
-def pictures_on_disk(output_dir: Path, manifest: Manifest) -> Callable[[JobRecord], bool]:
+def pictures_on_disk(output_dir: Path, manifest: Manifest) -> Callable[[Job, JobRecord], bool]:
     """Whether a succeeded job's pictures are all in ``output_dir`` under the names the manifest
     gives the job now, each with the bytes recorded at download (none recorded: no).
 
@@ -191,28 +191,15 @@ def pictures_on_disk(output_dir: Path, manifest: Manifest) -> Callable[[JobRecor
     and its id given to a new job, the name may hold another job's picture. A renamed job's
     pictures are under its old names: not in place either (the engine moves them).
     """
-    jobs = {job.key: job for job in manifest.jobs}
 
-    def present(record: JobRecord) -> bool:
+    def present(job: Job, record: JobRecord) -> bool:
         pictures = pictures_of(record)
         if not pictures:
             return False
-        job = jobs.get(record.key)
-        if job is not None and any(
+        if any(
             picture.name != manifest.output_name(job, n) for n, picture in enumerate(pictures, 1)
         ):
             return False
         return all(holds(output_dir / picture.name, picture) for picture in pictures)
 
     return present
-
-
-def decide_all(
-    keys: Iterable[str],
-    records: Mapping[str, JobRecord],
-    options: Options,
-    *,
-    files_present: Callable[[JobRecord], bool] = lambda record: True,
-) -> dict[str, Decision]:
-    """The decision for every job key, in the order given."""
-    return {key: decide(records.get(key), options, files_present=files_present) for key in keys}

@@ -17,6 +17,7 @@ while the client keeps only ``concurrency`` requests open and shares one rate li
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import math
@@ -276,7 +277,9 @@ class Engine:
                     records = self.store.records_of([job.key for job in chunk])
                 for job in chunk:
                     record = records.get(job.key)
-                    decision = decide(record, options, files_present=files_present)
+                    decision = decide(
+                        record, options, files_present=functools.partial(files_present, job)
+                    )
                     if decision.action not in IDLE:
                         yield job, decision, record
                     elif settle:

@@ -10,6 +10,7 @@ uncertain, with a --retry-... flag), ``running``, ``download``, ``done``, ``fail
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from ruxa_batch.decide import (
     Decision,
     Estimate,
     Options,
-    decide_all,
+    decide,
     money_pair,
     pictures_on_disk,
 )
@@ -159,16 +160,17 @@ def make_plan(
 ) -> Plan:
     """The plan for ``manifest`` against the recorded state (none: every job is submitted)."""
     known = records or {}
-    decisions = decide_all(
-        (job.key for job in manifest.jobs),
-        known,
-        options,
-        files_present=pictures_on_disk(output_dir, manifest),
-    )
-    items = tuple(PlannedJob(job, decisions[job.key]) for job in manifest.jobs)
-    keys = {job.key for job in manifest.jobs}
+    present = pictures_on_disk(output_dir, manifest)
+    items = []
+    keys = set()
+    for job in manifest.jobs:  # one pass: each job is unpacked once
+        decision = decide(
+            known.get(job.key), options, files_present=functools.partial(present, job)
+        )
+        items.append(PlannedJob(job, decision))
+        keys.add(job.key)
     orphaned = tuple(record for key, record in known.items() if key not in keys)
-    return Plan(manifest, items, orphaned, output_dir)
+    return Plan(manifest, tuple(items), orphaned, output_dir)
 
 
 def render(plan: Plan, fmt: str, cost: Estimate, scope: Scope | None = None) -> str:
