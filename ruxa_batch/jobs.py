@@ -108,12 +108,16 @@ class Jobs(Sequence[Job]):
 
     def __getitem__(self, index: int | slice) -> Job | Jobs:
         if isinstance(index, slice):
-            part = Jobs()
-            part._packed = self._packed[index]
-            part._files = self._files
-            part._file_numbers = self._file_numbers
-            return part
+            return Jobs(map(self._unpack, self._packed[index]))
         return self._unpack(self._packed[index])
+
+    def keys(self) -> Iterator[str]:
+        """Each job's identity, in order, without making the jobs."""
+        return (marshal.loads(packed)[_KEY] for packed in self._packed)
+
+    def files(self) -> tuple[LocalFile, ...]:
+        """Every picture on disk the jobs send, in order of first use."""
+        return tuple(self._files)
 
     def __iter__(self) -> Iterator[Job]:
         return map(self._unpack, self._packed)
@@ -132,6 +136,12 @@ class Jobs(Sequence[Job]):
 
 _JOB_FIELDS = tuple(field.name for field in fields(Job))
 _IMAGES = _JOB_FIELDS.index("images")
+_KEY = _JOB_FIELDS.index("key")
+
+
+def job_keys(jobs: Sequence[Job]) -> Iterator[str]:
+    """The identity of each of ``jobs``, in order (of packed jobs, without making them)."""
+    return jobs.keys() if isinstance(jobs, Jobs) else (job.key for job in jobs)
 
 
 @dataclass(frozen=True)
@@ -183,6 +193,10 @@ class Manifest:
     def local_files(self) -> dict[str, LocalFile]:
         """Every distinct picture on disk the jobs send, by sha256, in manifest order."""
         found: dict[str, LocalFile] = {}
+        if isinstance(self.jobs, Jobs):
+            for file in self.jobs.files():  # known without making the jobs
+                found.setdefault(file.sha256, file)
+            return found
         for job in self.jobs:
             for file in job.local_files:
                 found.setdefault(file.sha256, file)

@@ -21,7 +21,7 @@ from ruxa_batch.jobs import DEFAULT_MAX_JOBS, Manifest, display_path, output_dir
 from ruxa_batch.local_files import BaseUrlSpec
 from ruxa_batch.manifest_entries import read_entry
 from ruxa_batch.manifest_expand import Expander
-from ruxa_batch.manifest_filenames import check_filenames, read_output
+from ruxa_batch.manifest_filenames import FilenameCheck, read_output
 from ruxa_batch.manifest_files import FileReader, read_local_rules, read_upload
 from ruxa_batch.manifest_problems import ProblemLog, ordered
 from ruxa_batch.manifest_rows import RowReader
@@ -128,7 +128,12 @@ def _build_document(path: Path, log: ProblemLog, *, max_jobs: int) -> Manifest |
     expander = Expander(log, model=model, variables=variables, files=files)
     if not expander.within_limit(entries, max_jobs):
         return None
-    jobs = expander.expand_all(entries)
+    # Output names are checked as each job is made (filename_ok: else the template itself is
+    # already reported).
+    names = FilenameCheck(expander.jobs, output, id_paths=expander.id_paths, log=log)
+    jobs = expander.expand_all(entries, each=names.add if filename_ok else None)
+    if filename_ok:
+        names.finish()
     if upload is not None and isinstance(upload.method, BaseUrlSpec):
         for job in jobs:
             outside = [file.shown for file in job.local_files if Path(file.shown).is_absolute()]
@@ -139,8 +144,6 @@ def _build_document(path: Path, log: ProblemLog, *, max_jobs: int) -> Manifest |
                     f"{outside[0]}, which is outside it",
                 )
                 break
-    if filename_ok:  # else the template itself is already reported
-        check_filenames(jobs, output, id_paths=expander.id_paths, log=log)
     log.summarise_repeats()
     return Manifest(
         path=path,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,6 +44,7 @@ class Expander:
         self.spec = get_model(model)
         self.variables = variables
         self.id_paths: dict[str, PathKey] = {}  # each expanded id -> where its template is
+        self.jobs = Jobs()  # what expand_all fills
 
     def within_limit(self, entries: Sequence[Entry], max_jobs: int) -> bool:
         """False (and a problem reported) when the entries expand to more than ``max_jobs``."""
@@ -60,9 +61,12 @@ class Expander:
                 return False
         return True
 
-    def expand_all(self, entries: Sequence[Entry]) -> Jobs:
-        """Every job of ``entries``, in manifest order; the ones with problems are left out."""
-        jobs = Jobs()
+    def expand_all(
+        self, entries: Sequence[Entry], *, each: Callable[[int, Job], None] | None = None
+    ) -> Jobs:
+        """Every job of ``entries``, in manifest order; the ones with problems are left out.
+        ``each`` is called with each job's number and the job as it is added."""
+        jobs = self.jobs
         seen_ids: dict[str, str] = {}
         seen_keys: dict[str, int] = {}  # the number of the job with that identity, not the job
         for entry in entries:
@@ -112,6 +116,8 @@ class Expander:
                         break
                     seen_keys[key] = len(jobs)
                     jobs.append(job)
+                    if each is not None:
+                        each(len(jobs) - 1, job)
         return jobs
 
     def templates(self, entry: Entry) -> dict[str, Any] | None:

@@ -47,20 +47,32 @@ def read_output(
     return spec, len(log) == problems_before
 
 
-def check_filenames(
-    jobs: Sequence[Job],
-    output: OutputSpec,
-    *,
-    id_paths: Mapping[str, PathKey],
-    log: ProblemLog,
-) -> None:
-    """Report outputs that would leave ``output.dir`` or overwrite another job's.
+class FilenameCheck:
+    """Report outputs that would leave ``output.dir`` or overwrite another job's, a job at a
+    time as the manifest is expanded (so a big batch's jobs are not gone over again).
 
     A collision of the default names is reported at the job's id (``id_paths``), since the
-    manifest has no output.filename to point at.
+    manifest has no output.filename to point at. ``jobs`` is where job numbers are looked up
+    (it may still be growing).
     """
-    taken: dict[str, int] = {}  # each folded name -> the number of the job it is taken by
-    for number, job in enumerate(jobs):
+
+    def __init__(
+        self,
+        jobs: Sequence[Job],
+        output: OutputSpec,
+        *,
+        id_paths: Mapping[str, PathKey],
+        log: ProblemLog,
+    ) -> None:
+        self.jobs = jobs
+        self.output = output
+        self.id_paths = id_paths
+        self.log = log
+        self.taken: dict[str, int] = {}  # each folded name -> the number of the job taking it
+
+    def add(self, number: int, job: Job) -> None:
+        """Check job ``number`` of ``jobs``."""
+        output, log = self.output, self.log
         name = render_filename(output.template_for(job), job, 1)
         parts = name.split("/")
         if posixpath.isabs(name) or any(part in ("", ".", "..") for part in parts):
@@ -70,13 +82,13 @@ def check_filenames(
                 f"output.filename gives {name!r} for job {job.id!r}, which is "
                 "not a plain relative path inside output.dir",
             )
-            continue
+            return
         folded = name.casefold()
-        if folded in taken:
-            other = jobs[taken[folded]]
+        if folded in self.taken:
+            other = self.jobs[self.taken[folded]]
             if output.filename is None:
-                _default_collision(job, other, name, where=id_paths[job.id], log=log)
-                continue
+                _default_collision(job, other, name, where=self.id_paths[job.id], log=log)
+                return
             hint = (
                 'add {variant}, e.g. "{id}-v{variant}-{n}.{ext}"'
                 if other.id == job.id
@@ -89,10 +101,14 @@ def check_filenames(
                 f"and job {job.id!r} variant {job.variant} the same file name "
                 f"{name!r}; {hint}",
             )
-            continue
-        taken[folded] = number
-    if output.filename is not None and "n" not in parse_template(output.filename).names:
-        _suffix_collisions(taken, jobs, output.filename, log=log)
+            return
+        self.taken[folded] = number
+
+    def finish(self) -> None:
+        """The checks that need every job's name."""
+        template = self.output.filename
+        if template is not None and "n" not in parse_template(template).names:
+            _suffix_collisions(self.taken, self.jobs, template, log=self.log)
 
 
 def _suffix_collisions(

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ruxa_batch.errors import UsageError
-from ruxa_batch.jobs import Jobs, Manifest, display_path
+from ruxa_batch.jobs import Jobs, Manifest, display_path, job_keys
 from ruxa_batch.state import STATE_FILENAME, StateStore
 
 # The state's meta keys a run records (see ``record_scope`` in the runner).
@@ -98,7 +98,7 @@ def split(manifest: Manifest, count: int) -> list[Manifest]:
 def manifest_revision(manifest: Manifest) -> str:
     """The revision of the whole manifest's set of jobs (see the module's docstring)."""
     digest = hashlib.sha256()
-    for key in sorted(job.key for job in manifest.jobs):
+    for key in sorted(job_keys(manifest.jobs)):
         digest.update(key.encode("ascii") + b"\n")
     return digest.hexdigest()[:16]
 
