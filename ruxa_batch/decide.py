@@ -90,6 +90,19 @@ class Decision:
         return self.action in (Action.SUBMIT, Action.RESUBMIT, Action.RETRY, Action.REDO)
 
 
+def settled(status: JobStatus, options: Options) -> bool:
+    """Whether a run with ``options`` leaves alone a job recorded with ``status`` whose last
+    create was answered, whatever else its record holds (:func:`decide` gives it an idle
+    action): a resumed batch need not read the whole record of its finished jobs."""
+    if status == JobStatus.SUCCEEDED:
+        return not options.download
+    if status == JobStatus.FAILED:
+        return not options.retry_failed
+    if status == JobStatus.UNCERTAIN:
+        return not options.retry_uncertain
+    return False
+
+
 def decide(
     record: JobRecord | None,
     options: Options,

@@ -43,14 +43,14 @@ from ruxa_batch.client import (
     UrlExpired,
     Withdrawn,
 )
-from ruxa_batch.decide import IDLE, Action, Decision, Options, decide, pictures_on_disk
+from ruxa_batch.decide import IDLE, Action, Decision, Options, decide, pictures_on_disk, settled
 from ruxa_batch.errors import RuxaBatchError, os_reason
 from ruxa_batch.failures import DEFAULT_RULES, FailureRules, classify
 from ruxa_batch.jobs import Job, Manifest
 from ruxa_batch.local_files import LocalFile
 from ruxa_batch.pictures import Ledger, Picture
 from ruxa_batch.retry import GaveUp, Halted, Retrier, RetryPolicy
-from ruxa_batch.state import JobRecord, StateStore, chunked
+from ruxa_batch.state import JobRecord, Mark, StateStore, chunked
 from ruxa_batch.statuses import AttemptOutcome, FailureClass, JobStatus, StopReason, TaskState
 from ruxa_batch.timing import Timer
 from ruxa_batch.uploads import Publisher, UploadFailed, UploadStopped
@@ -272,10 +272,19 @@ class Engine:
             # in the state, not a coroutine, a record or a decision in memory. The state is
             # read a few hundred jobs at a time, each read recording the new jobs among them.
             for chunk in chunked(self.manifest.jobs):
-                records = self.store.records_of([job.key for job in chunk])
-                if settle and self.record_jobs(chunk, records):
-                    records = self.store.records_of([job.key for job in chunk])
-                for job in chunk:
+                marks = self.store.marks_of([job.key for job in chunk])
+                if settle and self.record_jobs(chunk, marks):
+                    marks = self.store.marks_of([job.key for job in chunk])
+                # Finished jobs this run leaves alone are not read further.
+                busy = [
+                    job
+                    for job in chunk
+                    if job.key not in marks
+                    or marks[job.key].in_doubt
+                    or not settled(marks[job.key].status, options)
+                ]
+                records = self.store.records_of([job.key for job in busy]) if busy else {}
+                for job in busy:
                     record = records.get(job.key)
                     decision = decide(
                         record, options, files_present=functools.partial(files_present, job)
@@ -324,7 +333,7 @@ class Engine:
                 self.outcome.upload_bytes_sent = self.publisher.sent_bytes
         return self.outcome
 
-    def record_jobs(self, jobs: Sequence[Job], records: Mapping[str, JobRecord]) -> bool:
+    def record_jobs(self, jobs: Sequence[Job], records: Mapping[str, Mark]) -> bool:
         """Record the new ones of ``jobs`` as pending, and the new id of a renamed one (before
         any of them is driven); whether anything was written. A resumed batch writes nothing."""
         changed = [

@@ -32,7 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ruxa_batch.errors import EXIT_OK, UsageError, cannot_write, emit
-from ruxa_batch.jobs import Manifest, display_path, output_dir_for
+from ruxa_batch.jobs import Manifest, display_path, job_keys, output_dir_for
 from ruxa_batch.manifest import load_manifest
 from ruxa_batch.pictures import FileCheck, Picture, check_file, pictures_of
 from ruxa_batch.report import REPORT_FILENAME, report_writer
@@ -410,7 +410,8 @@ def _write_outputs(
 ) -> int:
     """results.csv, results.json and report.html of the merged folder, and the summary."""
     with StateStore(destination / STATE_FILENAME, readonly=True) as store:
-        table = build_table(manifest, store.records_of, store.takes())
+        counted = store.tally(job_keys(manifest.jobs))
+        table = build_table(manifest, store.records_of, store.takes(), tally=counted)
         tally = table.counts()
         summary: dict[str, Any] = {
             **tally,

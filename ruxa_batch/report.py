@@ -360,9 +360,15 @@ _SCRIPT = """
 """
 
 
+_SPECIAL = re.compile("[&<>\"'\r]")
+
+
 def _e(value: Any) -> str:
+    text = "" if value is None else str(value)
+    if _SPECIAL.search(text) is None:
+        return text  # most values: nothing to escape, found without five replacements
     # A carriage return as a reference: the HTML parser turns a raw one into a line feed.
-    return html.escape("" if value is None else str(value), quote=True).replace("\r", "&#13;")
+    return html.escape(text, quote=True).replace("\r", "&#13;")
 
 
 def _embedded(path: Path) -> str | None:

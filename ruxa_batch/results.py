@@ -107,11 +107,17 @@ def build_table(
     manifest: Manifest,
     records: Records,
     takes: Mapping[str, Sequence[TakeRecord]] | None = None,
+    *,
+    tally: tuple[Mapping[JobStatus, int], int] | None = None,
 ) -> Table:
     """One row per job of the manifest, joined with its state (pending when never run): its
     current take, with its earlier takes (a redo's) under ``history``. Rows are made as they
-    are read, from records read as they are needed."""
-    return Table(manifest, _Rows(manifest, records, takes or {}))
+    are read, from records read as they are needed. ``tally`` is the counts of statuses and
+    possible duplicates when known already (``StateStore.tally``)."""
+    counted = None
+    if tally is not None:
+        counted = ({status.value: tally[0].get(status, 0) for status in JOB_STATUSES}, tally[1])
+    return Table(manifest, _Rows(manifest, records, takes or {}), tally=counted)
 
 
 class _Rows(Sequence[dict[str, Any]]):
@@ -162,27 +168,41 @@ class _Rows(Sequence[dict[str, Any]]):
                 yield self._row(job, found.get(job.key))
 
     def _row(self, job: Job, record: JobRecord | None) -> dict[str, Any]:
-        return {
+        takes = self.takes.get(job.key)
+        row = {
             "id": job.id,
             "variant": job.variant,
-            "take": record.take if record else 1,
-            "status": record.status if record else JobStatus.PENDING,
-            "task_id": record.task_id if record else None,
+            "take": 1,
+            "status": JobStatus.PENDING,
+            "task_id": None,
             "prompt": job.prompt,
-            "images": list(job.image_names),
+            "images": [image if isinstance(image, str) else image.shown for image in job.images],
             "image_size": job.image_size,
             "output_format": job.output_format,
-            "result_urls": list(record.result_urls) if record else [],
-            "files": list(record.files) if record else [],
-            "error": record.error if record else None,
-            "failure": failure_of(record),
-            "attempts": record.tasks_total if record else 0,
-            "possible_duplicate": bool(record.possible_duplicate) if record else False,
-            "submitted_at": submitted_at(record),
-            "finished_at": finished_at(record),
+            "result_urls": [],
+            "files": [],
+            "error": None,
+            "failure": None,
+            "attempts": 0,
+            "possible_duplicate": False,
+            "submitted_at": None,
+            "finished_at": None,
             "key": job.key,
-            "history": [_earlier(take) for take in self.takes.get(job.key, ())],
+            "history": [_earlier(take) for take in takes] if takes else [],
         }
+        if record is not None:
+            row["take"] = record.take
+            row["status"] = record.status
+            row["task_id"] = record.task_id
+            row["result_urls"] = list(record.result_urls)
+            row["files"] = list(record.files)
+            row["error"] = record.error
+            row["failure"] = failure_of(record)
+            row["attempts"] = record.tasks_total
+            row["possible_duplicate"] = bool(record.possible_duplicate)
+            row["submitted_at"] = submitted_at(record)
+            row["finished_at"] = finished_at(record)
+        return row
 
 
 def _earlier(take: TakeRecord) -> dict[str, Any]:

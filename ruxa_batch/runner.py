@@ -32,7 +32,7 @@ from ruxa_batch.errors import (
     emit,
     exit_code_for_jobs,
 )
-from ruxa_batch.jobs import Manifest, display_path, output_dir_for
+from ruxa_batch.jobs import Manifest, display_path, job_keys, output_dir_for
 from ruxa_batch.local_files import DEFAULT_UPLOAD_CONCURRENCY, plural, size_text
 from ruxa_batch.manifest import load_manifest
 from ruxa_batch.plan import make_plan
@@ -302,7 +302,9 @@ def _run_with_store(
         _exit_on_next_signal()
     elapsed = time.monotonic() - started
     store.finish_run(outcome=outcome.stopped_by or "finished", tasks_created=outcome.tasks_created)
-    table = build_table(manifest, store.records_of, store.takes())
+    table = build_table(
+        manifest, store.records_of, store.takes(), tally=store.tally(job_keys(manifest.jobs))
+    )
     summary = {
         **table.counts(),
         "jobs": len(table.rows),

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Concatenate, ParamSpec, TypeVar
+from typing import IO, Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
 from ruxa_batch.errors import (
     EXIT_ENVIRONMENT,
@@ -187,6 +187,7 @@ def _task_state(value: str | None) -> TaskState | None:
 
 _T = TypeVar("_T")
 _STATUSES = {status.value: status for status in JobStatus}
+_TASK_STATES = {state.value: state for state in TaskState}
 
 
 def _strings(text: str) -> tuple[Any, ...]:
@@ -302,6 +303,15 @@ class StateLocked(RuxaBatchError):
     """Another run holds the state file."""
 
     exit_code = EXIT_INVALID
+
+
+class Mark(NamedTuple):
+    """A job's row as a pass first reads it (see :meth:`StateStore.marks_of`)."""
+
+    id: str
+    variant: int
+    status: JobStatus
+    in_doubt: bool  # a create was sent and its answer never recorded
 
 
 @dataclass(frozen=True, slots=True)  # one per job: no __dict__ each
@@ -619,6 +629,24 @@ class StateStore:
         return dict(records)
 
     @_guarded
+    def marks_of(self, keys: Sequence[str]) -> dict[str, Mark]:
+        """What a pass needs to know of each recorded job among ``keys`` before reading its
+        whole record: its id, variant and status, and whether a create of it is in doubt."""
+        found: dict[str, Mark] = {}
+        for start in range(0, len(keys), RECORDS_AT_ONCE):
+            part = tuple(keys[start : start + RECORDS_AT_ONCE])
+            marks = ",".join("?" * len(part))
+            for key, job_id, variant, status, in_doubt in self.conn.execute(
+                "SELECT key, id, variant, status, EXISTS (SELECT 1 FROM attempts "
+                "WHERE attempts.job_key = jobs.key AND attempts.outcome = ?) "
+                f"FROM jobs WHERE key IN ({marks})",
+                (AttemptOutcome.SENDING, *part),
+            ).fetchall():
+                status = _STATUSES.get(status) or JobStatus(status)
+                found[key] = Mark(job_id, variant, status, bool(in_doubt))
+        return found
+
+    @_guarded
     def records_of(self, keys: Sequence[str]) -> dict[str, JobRecord]:
         """The recorded jobs among ``keys``, by key: what a pass over a big batch reads a few
         hundred jobs at a time, so that it never holds every record (see :func:`chunked`)."""
@@ -690,9 +718,9 @@ class StateStore:
             records[key] = JobRecord(
                 key,
                 job_id,
-                int(variant),
+                variant,
                 _STATUSES.get(status) or JobStatus(status),
-                int(attempts),
+                attempts,
                 bool(possible_duplicate),
                 task_id,
                 _strings(result_urls),
@@ -702,13 +730,13 @@ class StateStore:
                 submitted_at,
                 finished_at,
                 open_attempts.get(key),
-                _task_state(task_state),
+                _TASK_STATES.get(task_state) or _task_state(task_state),
                 _strings(sizes),
                 task_created_at,
                 task_finished_at,
-                int(tasks_total),
+                tasks_total,
                 FailureClass(failure) if failure else None,
-                int(take),
+                take,
             )
         return records
 
@@ -987,6 +1015,26 @@ class StateStore:
                 "UPDATE jobs SET files = ?, updated_at = ? WHERE key = ?",
                 (json.dumps(files), now_iso(), key),
             )
+
+    @_guarded
+    def tally(self, keys: Iterable[str]) -> tuple[dict[JobStatus, int], int]:
+        """How many of the jobs ``keys`` have each status (pending when not recorded), and how
+        many may have been paid twice: the results' counts, read without making a record."""
+        found: dict[JobStatus, int] = dict.fromkeys(JobStatus, 0)
+        duplicates = 0
+        for part in chunked(keys):
+            marks = ",".join("?" * len(part))
+            seen = 0
+            for status, duplicate, count in self.conn.execute(
+                "SELECT status, possible_duplicate, COUNT(*) FROM jobs "
+                f"WHERE key IN ({marks}) GROUP BY status, possible_duplicate",
+                part,
+            ).fetchall():
+                found[_STATUSES.get(status) or JobStatus(status)] += count
+                duplicates += count if duplicate else 0
+                seen += count
+            found[JobStatus.PENDING] += len(part) - seen
+        return found, duplicates
 
     @_guarded
     def tasks_created_this_run(self) -> int:

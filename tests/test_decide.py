@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 from helpers import SandboxFactory
+from hypothesis import given
+from hypothesis import strategies as st
 
-from ruxa_batch.decide import Action, Estimate, Options, decide
+from ruxa_batch.decide import IDLE, Action, Estimate, Options, decide, settled
 from ruxa_batch.state import JobRecord
 from ruxa_batch.statuses import JobStatus, TaskState
 
@@ -153,6 +155,45 @@ def test_the_estimate_adds_up_the_decisions() -> None:
     estimate = Estimate.of(decisions, price=0.5)
     assert (estimate.expected, estimate.at_most) == (1, 6)
     assert estimate.lines()[1] == "Cost at 0.5 per task: expected 0.50, at most 3.00"
+
+
+@given(
+    status=st.sampled_from(list(JobStatus)),
+    task_state=st.sampled_from([None, *TaskState]),
+    task_id=st.sampled_from([None, "t"]),
+    files=st.sampled_from([(), ("a.png",)]),
+    present=st.booleans(),
+    take=st.integers(min_value=1, max_value=3),
+    attempts=st.integers(min_value=0, max_value=4),
+    options=st.builds(
+        Options,
+        max_attempts=st.integers(min_value=1, max_value=4),
+        retry_failed=st.booleans(),
+        retry_uncertain=st.booleans(),
+        at_most_once=st.booleans(),
+        download=st.booleans(),
+    ),
+)
+def test_a_settled_status_is_one_decide_leaves_alone(
+    status: JobStatus,
+    task_state: TaskState | None,
+    task_id: str | None,
+    files: tuple[str, ...],
+    present: bool,
+    take: int,
+    attempts: int,
+    options: Options,
+) -> None:
+    """The engine skips reading the whole record of a settled job: decide must agree."""
+    job = record(
+        status, task_state=task_state, task_id=task_id, files=files, take=take, attempts=attempts
+    )
+    decision = decide(job, options, files_present=lambda r: present)
+    if settled(status, options):
+        assert decision.action in IDLE
+    elif decision.action in IDLE:
+        # Left alone for what the record holds (its pictures are in place), not its status.
+        assert status == JobStatus.SUCCEEDED and options.download and present
 
 
 # -- plan and run agree after a kill between a create leaving and its answer -----------------

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ruxa_batch.state import MIGRATIONS, StateError, StateStore, _strings, chunked
+from ruxa_batch.state import MIGRATIONS, Mark, StateError, StateStore, _strings, chunked
 from ruxa_batch.statuses import AttemptOutcome, JobStatus, TaskState
 
 
@@ -94,6 +94,7 @@ def test_every_query_uses_an_index(tmp_path: Path) -> None:
     store.set_status("k2", JobStatus.PENDING)
     store.task_state("task-1")
     store.records_of(["k1", "k2"])
+    store.marks_of(["k1", "k2"])
     store.conn.set_trace_callback(None)
     # The trace shows each statement with its values bound in, so it is explained as it ran.
     checked = [s for s in statements if s.split()[0] in ("UPDATE", "SELECT", "DELETE")]
@@ -140,6 +141,10 @@ def test_records_read_by_key_are_the_records_read_whole(tmp_path: Path) -> None:
     wanted = [*keys[::-1], "absent"]
     assert store.records_of(wanted) == {key: whole[key] for key in keys}
     assert store.records_of([]) == {}
+    assert store.marks_of(wanted) == {
+        key: Mark(record.id, record.variant, record.status, record.open_attempt is not None)
+        for key, record in whole.items()
+    }
     assert whole["k0002"].files == ("é 1.png", 'a"b.png') and whole["k0002"].sizes == (12, 34)
     assert whole["k0001"].open_attempt == 1 and whole["k0002"].tasks_total == 1
     store.close()
@@ -156,3 +161,25 @@ def test_list_columns_read_back_as_written(values: list[str | int]) -> None:
 
     for text in (json.dumps(values), json.dumps(values, ensure_ascii=False)):
         assert _strings(text) == tuple(values)
+
+
+def test_the_tally_counts_what_the_records_say(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "s.sqlite")
+    keys = [f"k{number:04d}" for number in range(1100)]
+    store.ensure_jobs((key, f"job-{key}", 1, "{}") for key in keys)
+    for number, key in enumerate(keys):
+        if number % 3 == 0:
+            store.set_status(
+                key, JobStatus.FAILED, error="boom", possible_duplicate=number % 2 == 0
+            )
+        elif number % 5 == 0:
+            store.set_status(key, JobStatus.UNCERTAIN, possible_duplicate=True)
+    asked = [*keys[:1000], "never-run-1", "never-run-2"]  # two jobs the state has never seen
+    counts, duplicates = store.tally(asked)
+    records = store.job_records()
+    expected = {status: 0 for status in JobStatus}
+    for key in asked:
+        expected[records[key].status if key in records else JobStatus.PENDING] += 1
+    assert counts == expected and counts[JobStatus.FAILED] == 334
+    assert duplicates == sum(records[key].possible_duplicate for key in keys[:1000])
+    store.close()
