@@ -237,7 +237,7 @@ def plan(settings: PlanSettings) -> int:
             found = _records(part, None, sandbox=settings.sandbox, shard=shard)
             records.update(found)
             share = make_plan(part, found, options, output_dir=output_dir)
-            cost = share.estimate(price=tuning.price_per_task, cap=tuning.max_tasks)
+            cost = share.estimate(prices=tuning.price_per_task, cap=tuning.max_tasks)
             shares.append(ShardShare(shard, len(part.jobs), cost))
         scope = Scope(len(whole.jobs), manifest_revision(whole), shares=tuple(shares))
         cap = None  # the cap is per run, so per shard: each share shows its own
@@ -252,7 +252,7 @@ def plan(settings: PlanSettings) -> int:
             )
         cap = tuning.max_tasks
     planned = make_plan(manifest, records, options, output_dir=output_dir)
-    cost = planned.estimate(price=tuning.price_per_task, cap=cap)
+    cost = planned.estimate(prices=tuning.price_per_task, cap=cap)
     emit([render(planned, settings.format, cost, scope)], sys.stdout)
     if not records and settings.state is None and settings.shard is None and scope is None:
         other = state_path_for(output_dir_for(manifest.output.dir, sandbox=not settings.sandbox))

@@ -15,6 +15,7 @@ from enum import Enum
 from pathlib import Path
 
 from ruxa_batch.jobs import Job, Manifest
+from ruxa_batch.models import Prices
 from ruxa_batch.pictures import holds, pictures_of
 from ruxa_batch.state import JobRecord
 from ruxa_batch.statuses import JobStatus, TaskState
@@ -151,22 +152,68 @@ class Estimate:
 
     expected: int  # if every task succeeds first time
     at_most: int  # if every attempt fails until the last
-    price: float | None
+    prices: Prices | None = None
     cap: int | None = None  # --max-tasks: no run creates more
     uncapped: int = 0  # the expected figure without the cap
+    expected_cost: float | None = None  # None: no price, or a model with tasks has none
+    at_most_cost: float | None = None
+    unpriced: tuple[str, ...] = ()  # models with tasks to create and no price given
 
     @classmethod
     def of(
-        cls, decisions: Iterable[Decision], *, price: float | None, cap: int | None = None
+        cls,
+        decisions: Iterable[tuple[Decision, str]],
+        *,
+        prices: Prices | None,
+        cap: int | None = None,
     ) -> Estimate:
-        """Add up the tasks of every job's decision (within ``cap``, when there is one)."""
-        expected = at_most = 0
-        for decision in decisions:
-            expected += decision.expected_tasks
-            at_most += decision.most_tasks
-        if cap is None:
-            return cls(expected, at_most, price, None, expected)
-        return cls(min(expected, cap), min(at_most, cap), price, cap, expected)
+        """Add up the tasks of every job's decision, with the job's model (within ``cap`` when
+        there is one: the first tasks in manifest order are those a run creates), and their
+        cost at each model's price."""
+        expected = at_most = uncapped = 0
+        expected_cost = at_most_cost = 0.0
+        unpriced: dict[str, None] = {}
+        for decision, model in decisions:
+            uncapped += decision.expected_tasks
+            now = (
+                decision.expected_tasks
+                if cap is None
+                else min(decision.expected_tasks, cap - expected)
+            )
+            most = decision.most_tasks if cap is None else min(decision.most_tasks, cap - at_most)
+            expected += now
+            at_most += most
+            if now or most:
+                price = prices.of_model(model) if prices is not None else None
+                if price is None:
+                    unpriced[model] = None
+                else:
+                    expected_cost += now * price
+                    at_most_cost += most * price
+        known = prices is not None and not unpriced
+        return cls(
+            expected,
+            at_most,
+            prices,
+            cap,
+            uncapped,
+            expected_cost if known else None,
+            at_most_cost if known else None,
+            tuple(unpriced) if prices is not None else (),
+        )
+
+    def cost_text(self, *, strong: str = "") -> str | None:
+        """``Cost at 0.04 per task: expected 4.00, at most 12.00`` (None without prices);
+        ``strong`` wraps the amounts (``**`` in markdown)."""
+        if self.prices is None:
+            return None
+        if self.expected_cost is None or self.at_most_cost is None:
+            return f"Cost unknown: price_per_task gives no price for {', '.join(self.unpriced)}"
+        expected, at_most = money_pair(self.expected_cost, self.at_most_cost)
+        return (
+            f"Cost at {self.prices} per task: expected {strong}{expected}{strong}, "
+            f"at most {strong}{at_most}{strong}"
+        )
 
     def lines(self) -> list[str]:
         """The estimate in words."""
@@ -174,9 +221,9 @@ class Estimate:
             f"Tasks to create: {self.expected:,} if each succeeds first time, "
             f"at most {self.at_most:,} with retries"
         ]
-        if self.price is not None:
-            expected, at_most = money_pair(self.expected * self.price, self.at_most * self.price)
-            lines.append(f"Cost at {self.price:g} per task: expected {expected}, at most {at_most}")
+        cost = self.cost_text()
+        if cost is not None:
+            lines.append(cost)
         if self.cap is not None:
             left = self.uncapped - self.expected
             more = f"; {left:,} more in later runs" if left > 0 else ""

@@ -365,13 +365,7 @@ class Engine:
         """The create request body for ``job``: with the URLs its local pictures are published
         at, what is sent; without, what is stored (local pictures by sha256, the same bytes
         every time)."""
-        body: dict[str, object] = {
-            "model": self.manifest.model,
-            "input": self.manifest.request_input(job, urls),
-        }
-        if self.manifest.callback_url:
-            body["callback_url"] = self.manifest.callback_url
-        return body
+        return self.manifest.request_body(job, urls)
 
     def halt(self, reason: StopReason) -> None:
         """Stop sending requests (401 or Ctrl-C): requests in flight finish and are recorded,

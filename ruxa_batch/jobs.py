@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, overload
 
 from ruxa_batch.local_files import LocalFile, LocalRules, UploadSpec
-from ruxa_batch.models import EXTENSIONS, ModelSpec, get_model
+from ruxa_batch.models import DEFAULT_MODEL, EXTENSIONS, get_model
 from ruxa_batch.template import parse_template
 
 # The most jobs a manifest may expand to unless --max-jobs says otherwise.
@@ -42,6 +42,8 @@ class Job:
     output_format: str
     key: str  # identity: hash of the exact request plus the variant number
     origin: str  # where it came from, for messages: "jobs[1] (sku=mug, style=marble), line 7"
+    model: str = DEFAULT_MODEL  # the Ruxa model that runs it
+    resolution: str | None = None  # for the models that take one (see models.py)
 
     @property
     def ext(self) -> str:
@@ -111,9 +113,10 @@ class Jobs(Sequence[Job]):
             return Jobs(map(self._unpack, self._packed[index]))
         return self._unpack(self._packed[index])
 
-    def keys(self) -> Iterator[str]:
-        """Each job's identity, in order, without making the jobs."""
-        return (marshal.loads(packed)[_KEY] for packed in self._packed)
+    def values(self, field: str) -> Iterator[Any]:
+        """One field of each job (not ``images``), in order, without making the jobs."""
+        number = _JOB_FIELDS.index(field)
+        return (marshal.loads(packed)[number] for packed in self._packed)
 
     def files(self) -> tuple[LocalFile, ...]:
         """Every picture on disk the jobs send, in order of first use."""
@@ -136,12 +139,11 @@ class Jobs(Sequence[Job]):
 
 _JOB_FIELDS = tuple(field.name for field in fields(Job))
 _IMAGES = _JOB_FIELDS.index("images")
-_KEY = _JOB_FIELDS.index("key")
 
 
 def job_keys(jobs: Sequence[Job]) -> Iterator[str]:
     """The identity of each of ``jobs``, in order (of packed jobs, without making them)."""
-    return jobs.keys() if isinstance(jobs, Jobs) else (job.key for job in jobs)
+    return jobs.values("key") if isinstance(jobs, Jobs) else (job.key for job in jobs)
 
 
 @dataclass(frozen=True)
@@ -181,14 +183,23 @@ class Manifest:
         """The manifest's folder: local paths, CSV files and output.dir are relative to it."""
         return self.path.parent
 
-    @property
-    def spec(self) -> ModelSpec:
-        """The model's request rules."""
-        return get_model(self.model)
-
     def request_input(self, job: Job, urls: Mapping[str, str] | None = None) -> dict[str, Any]:
         """The ``input`` object of ``job``'s task (see :func:`request_input`)."""
-        return request_input(self.model, job, urls)
+        return request_input(job, urls)
+
+    def request_body(self, job: Job, urls: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The create request of ``job``: its model, its ``input`` (see :func:`request_input`),
+        and the manifest's callback URL under the name the model's documentation gives it."""
+        body: dict[str, Any] = {"model": job.model, "input": request_input(job, urls)}
+        if self.callback_url:
+            body[get_model(job.model).callback_field] = self.callback_url
+        return body
+
+    def models(self) -> tuple[str, ...]:
+        """The models the jobs use, in order of first use."""
+        jobs = self.jobs
+        used = jobs.values("model") if isinstance(jobs, Jobs) else (job.model for job in jobs)
+        return tuple(dict.fromkeys(used))
 
     def local_files(self) -> dict[str, LocalFile]:
         """Every distinct picture on disk the jobs send, by sha256, in manifest order."""
@@ -207,7 +218,7 @@ class Manifest:
         return self.output.name_for(job, n)
 
 
-def request_input(model: str, job: Job, urls: Mapping[str, str] | None = None) -> dict[str, Any]:
+def request_input(job: Job, urls: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The ``input`` object of ``job``'s create request.
 
     With ``urls`` (sha256 -> published URL) it is exactly what is sent. Without, a picture on
@@ -219,11 +230,12 @@ def request_input(model: str, job: Job, urls: Mapping[str, str] | None = None) -
         image if isinstance(image, str) else (urls[image.sha256] if urls is not None else image.ref)
         for image in job.images
     )
-    return get_model(model).build_input(
+    return get_model(job.model).build_input(
         prompt=job.prompt,
         images=images,
         image_size=job.image_size,
         output_format=job.output_format,
+        resolution=job.resolution,
     )
 
 

@@ -125,7 +125,10 @@ def _build_document(path: Path, log: ProblemLog, *, max_jobs: int) -> Manifest |
             # The entry cannot be expanded, but the CSV file it reads is checked all the same,
             # so that one run of validate reports its problems too.
             rows.read(raw["rows"], ("jobs", index, "rows"))
-    expander = Expander(log, model=model, variables=variables, files=files)
+    callback_url = data.get("callback_url") if usable("callback_url") else None
+    expander = Expander(
+        log, model=model, variables=variables, files=files, callback_url=callback_url
+    )
     if not expander.within_limit(entries, max_jobs):
         return None
     # Output names are checked as each job is made (filename_ok: else the template itself is

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,13 +19,13 @@ from ruxa_batch.local_files import LocalFile, is_url
 from ruxa_batch.manifest_entries import Entry
 from ruxa_batch.manifest_files import FILE_VARIABLES, FileReader
 from ruxa_batch.manifest_problems import ProblemLog
-from ruxa_batch.models import get_model
+from ruxa_batch.models import MODEL_FIELDS, MODELS, ModelSpec, models_taking
 from ruxa_batch.suggest import close_matches, did_you_mean, nearest_ratios, show
 from ruxa_batch.template import Template, TemplateError, parse_template, slugify
 from ruxa_batch.yamlsource import PathKey
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_TEMPLATED_FIELDS = ("prompt", "image_size", "output_format")
+_TEMPLATED_FIELDS = ("prompt", "image_size", "output_format", "resolution")
 
 
 class Expander:
@@ -37,11 +38,12 @@ class Expander:
         model: str,
         variables: Mapping[str, str],
         files: FileReader,
+        callback_url: str | None = None,
     ) -> None:
         self.log = log
         self.files = files
-        self.model = model
-        self.spec = get_model(model)
+        self.model = model  # the manifest's: for the jobs that name none, nor do defaults
+        self.callback_url = callback_url
         self.variables = variables
         self.id_paths: dict[str, PathKey] = {}  # each expanded id -> where its template is
         self.jobs = Jobs()  # what expand_all fills
@@ -70,11 +72,12 @@ class Expander:
         seen_ids: dict[str, str] = {}
         seen_keys: dict[str, int] = {}  # the number of the job with that identity, not the job
         for entry in entries:
+            spec = self.model_of(entry)
             templates = self.templates(entry)
-            if templates is None:
+            if spec is None or templates is None:
                 continue
             for values, label in self.combinations(entry):
-                first = self.expand(entry, templates, values, label)
+                first = self.expand(entry, spec, templates, values, label)
                 if first is None:
                     continue
                 id_path = entry.where["id"]
@@ -96,20 +99,10 @@ class Expander:
                     continue
                 seen_ids[first.id] = first.origin
                 self.id_paths[first.id] = id_path
-                model_input = request_input(self.model, first)
+                model_input = request_input(first)
                 for variant in range(1, first.variants + 1):
-                    key = identity_key(self.model, model_input, variant)
-                    job = Job(
-                        first.id,
-                        variant,
-                        first.variants,
-                        first.prompt,
-                        first.images,
-                        first.image_size,
-                        first.output_format,
-                        key,
-                        first.origin,
-                    )
+                    key = identity_key(first.model, model_input, variant)
+                    job = replace(first, variant=variant, key=key)
                     if key in seen_keys:
                         other = jobs[seen_keys[key]]
                         self.log.add_repeated(id_path, "same request", _same_request(job, other))
@@ -119,6 +112,65 @@ class Expander:
                     if each is not None:
                         each(len(jobs) - 1, job)
         return jobs
+
+    def model_of(self, entry: Entry) -> ModelSpec | None:
+        """The entry's model (its own, else defaults', else the manifest's), once it is known
+        to take every field the entry gives it; None after reporting why not."""
+        name = entry.fields.get("model", self.model)
+        spec = MODELS.get(name) if isinstance(name, str) else None
+        if spec is None:
+            return None  # the schema has said why
+        here: PathKey = ("jobs", entry.index)
+        at = entry.where.get("model", here)  # where the job's model is said (or the job)
+        shown = f"{spec.name} ({spec.kind})"
+        ok = True
+        for field in MODEL_FIELDS:
+            if field not in entry.fields or spec.takes(field):
+                continue
+            takers = ", ".join(models_taking(field))
+            where = entry.where[field]
+            if where[0] == "defaults":
+                self.log.add(
+                    at,
+                    f"jobs[{entry.index}] runs on {shown}, which takes no {field}, but "
+                    f"defaults sets {field} (line {self.log.doc.locate(where)[0]}); set "
+                    f"{field} on the jobs whose models take it ({takers}) instead",
+                )
+            else:
+                self.log.add(
+                    where,
+                    f"{field} is not taken by {shown}; the models that take it: {takers}",
+                )
+            ok = False
+        if spec.images_required and "images" not in entry.fields:
+            optional = ", ".join(
+                name for name, other in MODELS.items() if not other.images_required
+            )
+            self.log.add(
+                here,
+                f"missing required key 'images': the job runs on {spec.name}, which "
+                f"{spec.kind}; set images on the job or under defaults, or choose a model that "
+                f"needs none: {optional}",
+            )
+            ok = False
+        images = entry.fields.get("images")
+        if spec.takes("images") and isinstance(images, list) and len(images) > spec.max_images:
+            self.log.add(
+                entry.where["images"],
+                f"has {len(images)} entries; {spec.name} takes at most {spec.max_images}",
+            )
+            ok = False
+        if spec.callback_required and self.callback_url is None:
+            self.log.add_repeated(
+                at,
+                "callback required",
+                f"{spec.name} requires a callback URL and the manifest sets none: add "
+                "callback_url at the top of the manifest (an https:// endpoint of yours that "
+                "accepts POST requests); ruxa-batch still polls every task, so the run does "
+                "not depend on the callbacks arriving",
+            )
+            ok = False
+        return spec if ok else None
 
     def templates(self, entry: Entry) -> dict[str, Any] | None:
         """The entry's templated fields parsed, or None if one is malformed or unknown names."""
@@ -147,7 +199,7 @@ class Expander:
                 parsed[name] = parse(entry.fields[name], entry.where[name])
         parsed["images"] = [
             parse(image, (*entry.where["images"], number))
-            for number, image in enumerate(entry.fields["images"])
+            for number, image in enumerate(entry.fields.get("images") or ())
         ]
         return parsed if ok else None
 
@@ -178,6 +230,7 @@ class Expander:
     def expand(
         self,
         entry: Entry,
+        spec: ModelSpec,
         templates: Mapping[str, Any],
         values: Mapping[str, str],
         label: str,
@@ -185,7 +238,6 @@ class Expander:
         """One combination rendered as the job's first variant (no identity yet), if valid."""
         fields = entry.fields
         where = entry.where
-        spec = self.spec
         suffix = f" in {label}" if "(" in label or " " in label else ""
         ok = True
 
@@ -238,12 +290,34 @@ class Expander:
             where,
             suffix,
         )
+        resolution = None
+        if spec.resolutions:
+            resolution = self.choice(
+                templates,
+                "resolution",
+                values,
+                spec.resolutions,
+                spec.default_resolution or spec.resolutions[0],
+                where,
+                suffix,
+            )
+            ok = ok and resolution is not None
         if not ok or image_size is None or output_format is None:
             return None
         variants = int(fields.get("variants", 1))
         origin = f"{label}, line {self.log.doc.locate(where['id'])[0]}"
         return Job(
-            job_id, 1, variants, prompt, tuple(images), image_size, output_format, "", origin
+            job_id,
+            1,
+            variants,
+            prompt,
+            tuple(images),
+            image_size,
+            output_format,
+            "",
+            origin,
+            model=spec.name,
+            resolution=resolution,
         )
 
     def choice(

@@ -28,6 +28,7 @@ from ruxa_batch.decide import (
 )
 from ruxa_batch.jobs import Job, Manifest, display_path
 from ruxa_batch.local_files import plural, size_text
+from ruxa_batch.models import Prices
 from ruxa_batch.shards import Shard
 from ruxa_batch.state import JobRecord
 
@@ -74,9 +75,11 @@ class Plan:
         }
         return len(files), sum(files.values())
 
-    def estimate(self, *, price: float | None, cap: int | None = None) -> Estimate:
+    def estimate(self, *, prices: Prices | None, cap: int | None = None) -> Estimate:
         """Tasks (and cost) of carrying the plan out in one run (capped by ``cap``)."""
-        return Estimate.of((item.decision for item in self.items), price=price, cap=cap)
+        return Estimate.of(
+            ((item.decision, item.job.model) for item in self.items), prices=prices, cap=cap
+        )
 
 
 @dataclass(frozen=True)
@@ -131,23 +134,20 @@ class ShardShare:
             f"{self.shard}: {plural(self.jobs, 'job')}, {self.cost.expected:,} tasks to create "
             f"(at most {self.cost.at_most:,})"
         )
-        if self.cost.price is not None:
-            expected, at_most = money_pair(
-                self.cost.expected * self.cost.price, self.cost.at_most * self.cost.price
-            )
+        if self.cost.expected_cost is not None and self.cost.at_most_cost is not None:
+            expected, at_most = money_pair(self.cost.expected_cost, self.cost.at_most_cost)
             line += f", cost {expected} (at most {at_most})"
         return line
 
     def document(self) -> dict[str, Any]:
         """The share for the JSON plan."""
-        price = self.cost.price
         return {
             "shard": str(self.shard),
             "jobs": self.jobs,
             "tasks_to_create": self.cost.expected,
             "tasks_at_most": self.cost.at_most,
-            "cost_expected": None if price is None else self.cost.expected * price,
-            "cost_at_most": None if price is None else self.cost.at_most * price,
+            "cost_expected": self.cost.expected_cost,
+            "cost_at_most": self.cost.at_most_cost,
         }
 
 
@@ -195,28 +195,31 @@ def _totals_text(plan: Plan) -> str:
 def render_text(plan: Plan, cost: Estimate, scope: Scope | None = None) -> str:
     """A fixed-width table for a terminal."""
     manifest = plan.manifest
-    header = ("ACTION", "ID", "VAR", "SIZE", "FORMAT", "IMAGES", "PROMPT")
+    header = ("ACTION", "ID", "VAR", "MODEL", "SIZE", "RES", "FORMAT", "IMAGES", "PROMPT")
     rows = [
         (
             item.action,
             item.job.id,
             str(item.job.variant),
+            item.job.model,
             item.job.image_size,
+            item.job.resolution or "-",
             item.job.output_format,
             str(len(item.job.images)),
             _one_line(item.job.prompt, 60),
         )
         for item in plan.items
     ]
-    widths = [max(len(header[col]), *(len(row[col]) for row in rows)) for col in range(6)]
+    last = len(header) - 1
+    widths = [max(len(header[col]), *(len(row[col]) for row in rows)) for col in range(last)]
     lines = [
         f"Plan for {manifest.name} ({display_path(manifest.path)}): {len(plan.items):,} jobs "
-        f"(one per id and variant), model {manifest.model}",
+        f"(one per id and variant), {_models_text(plan)}",
         "",
     ]
     for row in (header, *rows):
-        cells = [row[col].ljust(widths[col]) for col in range(6)]
-        lines.append("  ".join([*cells, row[6]]).rstrip())
+        cells = [row[col].ljust(widths[col]) for col in range(last)]
+        lines.append("  ".join([*cells, row[last]]).rstrip())
     for record in plan.orphaned:
         lines.append(
             f"orphaned  {record.id} (variant {record.variant}, {record.status}): "
@@ -231,6 +234,14 @@ def render_text(plan: Plan, cost: Estimate, scope: Scope | None = None) -> str:
         *(scope.lines() if scope is not None else []),
     ]
     return "\n".join(lines)
+
+
+def _models_text(plan: Plan) -> str:
+    """``model google/nano-banana-edit``, or ``models A (3 jobs), B (1 job)``."""
+    used = Counter(item.job.model for item in plan.items)
+    if len(used) <= 1:
+        return f"model {next(iter(used), plan.manifest.model)}"
+    return "models " + ", ".join(f"{model} ({plural(n, 'job')})" for model, n in used.items())
 
 
 def _local_lines(plan: Plan) -> list[str]:
@@ -250,9 +261,11 @@ def _job_record(item: PlannedJob) -> dict[str, Any]:
         "variant": job.variant,
         "action": item.action,
         "key": job.key,
+        "model": job.model,
         "prompt": job.prompt,
         "images": list(job.image_names),
         "image_size": job.image_size,
+        "resolution": job.resolution,
         "output_format": job.output_format,
     }
 
@@ -268,9 +281,9 @@ def render_json(plan: Plan, cost: Estimate, scope: Scope | None = None) -> str:
         "totals": plan.totals(),
         "tasks_to_create": cost.expected,
         "tasks_at_most": cost.at_most,
-        "price_per_task": cost.price,
-        "cost_expected": None if cost.price is None else cost.expected * cost.price,
-        "cost_at_most": None if cost.price is None else cost.at_most * cost.price,
+        "price_per_task": _prices_document(cost.prices),
+        "cost_expected": cost.expected_cost,
+        "cost_at_most": cost.at_most_cost,
         "local_files": dict(zip(("count", "bytes"), plan.local_files(), strict=True)),
         **(scope.document() if scope is not None else {}),
         "jobs": [_job_record(item) for item in plan.items],
@@ -298,10 +311,15 @@ def _md(text: str, width: int = 80) -> str:
 
 def cost_markdown(cost: Estimate) -> list[str]:
     """The cost line of the markdown plan (none without a price)."""
-    if cost.price is None:
-        return []
-    expected, at_most = money_pair(cost.expected * cost.price, cost.at_most * cost.price)
-    return [f"Cost at {cost.price:g} per task: expected **{expected}**, at most **{at_most}**", ""]
+    text = cost.cost_text(strong="**")
+    return [] if text is None else [text, ""]
+
+
+def _prices_document(prices: Prices | None) -> float | dict[str, float] | None:
+    """The prices as the manifest gives them: one figure, or one per model."""
+    if prices is None:
+        return None
+    return dict(prices.per_model) if prices.per_model else prices.every
 
 
 def render_markdown(plan: Plan, cost: Estimate, scope: Scope | None = None) -> str:
@@ -310,7 +328,7 @@ def render_markdown(plan: Plan, cost: Estimate, scope: Scope | None = None) -> s
     lines = [
         f"### ruxa-batch plan: {_md(manifest.name)}",
         "",
-        f"`{_md(display_path(manifest.path))}` · model `{manifest.model}` · "
+        f"`{_md(display_path(manifest.path))}` · {_models_text(plan)} · "
         f"{len(plan.items):,} jobs · **{cost.expected:,} tasks to create** "
         f"(at most {cost.at_most:,} with retries)",
         "",
@@ -325,12 +343,13 @@ def render_markdown(plan: Plan, cost: Estimate, scope: Scope | None = None) -> s
         "",
         f"<details><summary>Jobs ({len(plan.items):,})</summary>",
         "",
-        "| action | id | variant | size | format | images | prompt |",
-        "| --- | --- | ---: | --- | --- | ---: | --- |",
+        "| action | id | variant | model | size | resolution | format | images | prompt |",
+        "| --- | --- | ---: | --- | --- | --- | --- | ---: | --- |",
     ]
     lines += [
-        f"| {item.action} | {_md(item.job.id)} | {item.job.variant} | {item.job.image_size} | "
-        f"{item.job.output_format} | {len(item.job.images)} | {_md(item.job.prompt)} |"
+        f"| {item.action} | {_md(item.job.id)} | {item.job.variant} | {item.job.model} | "
+        f"{item.job.image_size} | {item.job.resolution or '-'} | {item.job.output_format} | "
+        f"{len(item.job.images)} | {_md(item.job.prompt)} |"
         for item in plan.items
     ]
     lines += ["", "</details>"]

@@ -482,7 +482,7 @@ def report_chunks(
         "<body>",
         '<header class="top">',
         f"<h1>{_e(manifest.name)}</h1>",
-        f'<p class="meta">{_e(display_path(manifest.path))} · model {_e(manifest.model)} · '
+        f'<p class="meta">{_e(display_path(manifest.path))} · {_e(_models(manifest))} · '
         f"{len(table.rows):,} jobs · generated {generated}</p>",
         f'<ul class="summary">{"".join(summary)}</ul>',
         "</header>",
@@ -593,7 +593,10 @@ def _card(
             f'<figure><a href="{href}"><img src="{source}" alt="input {number}" '
             f'loading="lazy"></a><figcaption>{caption}</figcaption></figure>'
         )
-    params = [("size", first["image_size"]), ("format", first["output_format"])]
+    params = [("model", first.get("model")), ("size", first["image_size"])]
+    if first.get("resolution"):
+        params.append(("resolution", first["resolution"]))
+    params.append(("format", first["output_format"]))
     count = f"{len(rows)} variants" if len(rows) > 1 else ""
     return "".join(
         [
@@ -672,6 +675,11 @@ def _job(row: Mapping[str, Any], links: _Links, *, variants: int) -> str:
         parts.append('<p class="flag">possible duplicate: a create may have been charged twice</p>')
     parts.append("</article>")
     return "".join(parts)
+
+
+def _models(manifest: Manifest) -> str:
+    models = manifest.models() or (manifest.model,)
+    return ("model " if len(models) == 1 else "models ") + ", ".join(models)
 
 
 def _duration(total: float) -> str:

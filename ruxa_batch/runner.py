@@ -465,7 +465,7 @@ def confirmed(
         flags.decisions.options(max_attempts=tuning.max_attempts),
         output_dir=output_dir,
     )
-    cost = planned.estimate(price=tuning.price_per_task, cap=tuning.max_tasks)
+    cost = planned.estimate(prices=tuning.price_per_task, cap=tuning.max_tasks)
     if cost.expected <= CONFIRM_ABOVE:
         return True
     emit(cost.lines(), sys.stdout)

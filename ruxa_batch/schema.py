@@ -211,6 +211,8 @@ def _explain(doc: Document, error: Any, reported: set[PathKey]) -> list[Problem]
         ]
     if any(step in reported for step in _prefixes(path)):
         return []
+    if kind == "not" and "x-not-taken-by" in schema:
+        return [doc.problem(path, _not_taken(schema["x-not-taken-by"], _field(path)))]
     if kind == "anyOf" and isinstance(instance, str) and ("{" in instance or "}" in instance):
         try:
             parse_template(instance)
@@ -221,6 +223,15 @@ def _explain(doc: Document, error: Any, reported: set[PathKey]) -> list[Problem]
         if chosen is not None:
             return _explain(doc, chosen, reported)
     return [doc.problem(path, _message(kind, value, instance, schema, error, path))]
+
+
+def _not_taken(model: str, field: str) -> str:
+    from ruxa_batch.models import MODELS, models_taking
+
+    return (
+        f"{field} is not taken by {model} ({MODELS[model].kind}); the models that take it: "
+        f"{', '.join(models_taking(field))}"
+    )
 
 
 def _prefixes(path: PathKey) -> list[PathKey]:
@@ -296,3 +307,91 @@ def _any_of_branch(error: Any) -> Any:
             continue
         return max(subs, key=lambda sub: len(sub.relative_path))
     return None
+
+
+# -- the per-model rules, made from the model rules (models.py) --------------------------------
+
+
+def model_rules() -> dict[str, Any]:
+    """The schema's per-model parts, made from :data:`~ruxa_batch.models.MODELS`: the model names,
+    and conditional subschemas that refuse a field a job's model does not take.
+
+    A job's model is its own, else ``defaults.model``, else the manifest's (else the default
+    model): each rule applies where that is known from one object, so an editor flags the field
+    as it is typed. (A field set under ``defaults`` for jobs of several models is the
+    validator's to judge: it may apply to some.)
+    """
+    from ruxa_batch.models import DEFAULT_MODEL, MODEL_FIELDS, MODELS, models_taking
+
+    def refusals(name: str) -> dict[str, Any]:
+        spec = MODELS[name]
+        return {
+            field: {
+                "description": f"{name} ({spec.kind}) takes no {field}; the models that take "
+                f"it: {', '.join(models_taking(field))}",
+                "not": {},
+                "x-not-taken-by": name,
+            }
+            for field in MODEL_FIELDS
+            if not spec.takes(field)
+        }
+
+    def names(model: str) -> dict[str, Any]:
+        return {"required": ["model"], "properties": {"model": {"const": model}}}
+
+    no_model: dict[str, Any] = {"not": {"required": ["model"]}}
+    job_rules = [
+        {"if": names(name), "then": {"properties": refusals(name)}}
+        for name in MODELS
+        if refusals(name)
+    ]
+    # Jobs that name no model run on defaults' model, else on the manifest's.
+    inherit = []
+    for name in MODELS:
+        if not refusals(name):
+            continue
+        jobs_of = {
+            "properties": {
+                "jobs": {
+                    "items": {"if": no_model, "then": {"properties": refusals(name)}},
+                }
+            }
+        }
+        inherit.append(
+            {
+                "if": {"required": ["defaults"], "properties": {"defaults": names(name)}},
+                "then": jobs_of,
+            }
+        )
+        top = names(name) if name != DEFAULT_MODEL else {"anyOf": [names(name), no_model]}
+        inherit.append(
+            {
+                "if": {"allOf": [top, {"properties": {"defaults": no_model}}]},
+                "then": jobs_of,
+            }
+        )
+    return {
+        "model": {
+            "description": "The Ruxa model: "
+            + "; ".join(f"{name} {spec.kind}" for name, spec in MODELS.items())
+            + ".",
+            "enum": list(MODELS),
+        },
+        "jobModelRules": {"allOf": job_rules},
+        "manifestModelRules": {"allOf": inherit},
+    }
+
+
+def with_model_rules(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with its per-model parts made again from the model rules."""
+    return {**schema, "$defs": {**schema["$defs"], **model_rules()}}
+
+
+if __name__ == "__main__":  # python -m ruxa_batch.schema: rewrite the per-model parts
+    import sys
+    from pathlib import Path
+
+    target = Path(__file__).parent / SCHEMA_RESOURCE
+    updated = with_model_rules(json.loads(target.read_text(encoding="utf-8")))
+    target.write_text(json.dumps(updated, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    sys.stdout.write(f"wrote {target}\n")

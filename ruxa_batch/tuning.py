@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, get_type_hints
 
 from ruxa_batch.failures import DEFAULT_RULES, FailureRules
+from ruxa_batch.models import Prices
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -73,8 +74,13 @@ class Tuning:
         exclusive_minimum=True,
         maximum=604800,
     )
-    price_per_task: float | None = setting(
-        None, "What one task costs; plan and run show the expected and worst-case cost.", minimum=0
+    # setting() returns a dataclasses.field (None by default): no shared mutable default.
+    price_per_task: Prices | None = setting(  # noqa: RUF009
+        None,
+        "What one task costs; plan and run show the expected and worst-case cost. In the "
+        "manifest, one figure or one per model.",
+        minimum=0,
+        parse=Prices.of,
     )
     max_tasks: int | None = setting(
         None, "Create at most this many tasks in one run, retries included.", minimum=1

@@ -37,7 +37,8 @@ EXPECTED: dict[str, list[str]] = {
     "empty.yaml": ["empty.yaml:1:1: $: the file is empty; expected a manifest"],
     "broken_model_callback_and_image.yaml": [
         "broken_model_callback_and_image.yaml:2:8: $.model: 'google/nano-banana-bad' is not a "
-        "valid model; did you mean 'google/nano-banana-edit'? (allowed: google/nano-banana-edit)",
+        "valid model; did you mean 'google/nano-banana'? (allowed: google/nano-banana-edit, "
+        "google/nano-banana, google/nano-banana-pro)",
         "broken_model_callback_and_image.yaml:3:15: $.callback_url: 'ftp://x.example/hook' is "
         "not valid: use an http:// or https:// URL with a host",
         "broken_model_callback_and_image.yaml:7:14: $.jobs[0].images[0]: 'file:///etc/passwd' "

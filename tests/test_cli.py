@@ -61,12 +61,16 @@ def test_plan_text(run, example: Path) -> None:
         "Plan for autumn-catalog (manifests/example.yaml): 22 jobs (one per id and variant), "
         "model google/nano-banana-edit"
     )
-    assert lines[2].split() == ["ACTION", "ID", "VAR", "SIZE", "FORMAT", "IMAGES", "PROMPT"]
-    assert lines[3].split()[:6] == [
+    assert lines[2].split() == [
+        "ACTION", "ID", "VAR", "MODEL", "SIZE", "RES", "FORMAT", "IMAGES", "PROMPT"
+    ]  # fmt: skip
+    assert lines[3].split()[:8] == [
         "submit",
         "mug-ember-rustic-oak-table-with-fallen-leaves",
         "1",
+        "google/nano-banana-edit",
         "1:1",
+        "-",
         "png",
         "1",
     ]
@@ -93,9 +97,11 @@ def test_plan_json(run, example: Path) -> None:
         "variant": 2,
         "action": "submit",
         "key": document["jobs"][-1]["key"],
+        "model": "google/nano-banana-edit",
         "prompt": "Show the ceramic mug and the candle on a rainy window sill, cosy and warm.",
         "images": ["photos/mug-ember.png", "photos/candle-cedar.png"],
         "image_size": "4:5",
+        "resolution": None,
         "output_format": "png",
     }
     assert len({job["key"] for job in document["jobs"]}) == 22
@@ -109,7 +115,8 @@ def test_plan_markdown_escapes_table_cells(run, hermetic: Path) -> None:
     result = run(["ruxa-batch", "plan", "--format", "markdown", "m.yaml"])
     assert result.code == 0
     assert (
-        "| submit | a | 1 | 1:1 | png | 1 | Write &lt;b&gt;A \\| B&lt;/b&gt; on it |" in result.out
+        "| submit | a | 1 | google/nano-banana-edit | 1:1 | - | png | 1 | "
+        "Write &lt;b&gt;A \\| B&lt;/b&gt; on it |" in result.out
     )
     assert "| submit | 1 |" in result.out
 

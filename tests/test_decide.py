@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ruxa_batch.decide import IDLE, Action, Estimate, Options, decide, settled
+from ruxa_batch.models import Prices
 from ruxa_batch.state import JobRecord
 from ruxa_batch.statuses import JobStatus, TaskState
 
@@ -152,9 +153,15 @@ def test_missing_pictures_are_downloaded_again_unless_downloads_are_off() -> Non
 
 def test_the_estimate_adds_up_the_decisions() -> None:
     decisions = [decide(None, PLAIN), decide(record(JobStatus.RUNNING, task_id="t"), PLAIN)]
-    estimate = Estimate.of(decisions, price=0.5)
+    edit = "google/nano-banana-edit"
+    estimate = Estimate.of([(d, edit) for d in decisions], prices=Prices.of(0.5))
     assert (estimate.expected, estimate.at_most) == (1, 6)
     assert estimate.lines()[1] == "Cost at 0.5 per task: expected 0.50, at most 3.00"
+    # Under a cap, the first tasks in manifest order are the ones paid for, at their price.
+    mixed = [(decide(None, PLAIN), "pro"), (decide(None, PLAIN), edit)]
+    capped = Estimate.of(mixed, prices=Prices.of({"pro": 3, edit: 1}), cap=2)
+    assert (capped.expected, capped.at_most, capped.uncapped) == (2, 2, 2)
+    assert (capped.expected_cost, capped.at_most_cost) == (4.0, 6.0)
 
 
 @given(

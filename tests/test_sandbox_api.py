@@ -183,7 +183,7 @@ def test_identical_requests_make_two_tasks_with_different_pictures(sandbox: Sand
     ("body", "field"),
     [
         ({"input": edit_request()["input"]}, "model:"),
-        ({**edit_request(), "model": "google/nano-banana"}, "model:"),
+        ({**edit_request(), "model": "google/nano-banana-max"}, "model:"),
         (edit_request(prompt=""), "input.prompt:"),
         ({"model": "google/nano-banana-edit", "input": {"prompt": "x"}}, "input.image_urls:"),
         (edit_request(image_urls=[]), "input.image_urls:"),

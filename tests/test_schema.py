@@ -8,7 +8,7 @@ from importlib import resources
 from helpers import REPO
 from jsonschema import Draft202012Validator
 
-from ruxa_batch.models import NANO_BANANA_EDIT
+from ruxa_batch.models import MODELS, NANO_BANANA_EDIT
 from ruxa_batch.schema import manifest_schema
 
 
@@ -38,7 +38,7 @@ def test_enums_match_the_model_rules() -> None:
     defs = manifest_schema()["$defs"]
     assert tuple(defs["imageSize"]["anyOf"][0]["enum"]) == NANO_BANANA_EDIT.image_sizes
     assert tuple(defs["outputFormat"]["anyOf"][0]["enum"]) == NANO_BANANA_EDIT.output_formats
-    assert manifest_schema()["properties"]["model"]["enum"] == [NANO_BANANA_EDIT.name]
+    assert defs["model"]["enum"] == list(MODELS)
     assert defs["images"]["maxItems"] == NANO_BANANA_EDIT.max_images
 
 

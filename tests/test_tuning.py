@@ -23,8 +23,13 @@ def test_the_schema_describes_exactly_the_manifest_settings_with_their_ranges() 
     described = schema_run_keys()
     assert set(described) == set(declared)
     for name, entry in described.items():
-        if entry["type"] == "object":  # a structured, manifest-only setting: no range
+        if entry.get("type") == "object":  # a structured, manifest-only setting: no range
             assert not spec_of(declared[name]).flag and spec_of(declared[name]).parse, name
+            continue
+        if "anyOf" in entry:  # a figure, or a mapping of figures (per model): parsed
+            assert spec_of(declared[name]).parse, name
+            entry = entry["anyOf"][0]
+            assert entry["type"] == "number" and entry["minimum"] == spec_of(declared[name]).minimum
             continue
         spec = spec_of(declared[name])
         kinds = {"integer": int, "number": float}

@@ -498,7 +498,8 @@ class Sandbox:
         if aspect == "auto":  # an input that was not read, or not a PNG: any ratio
             ratios = [size for size in IMAGE_SIZES if size != "auto"]
             aspect = ratios[hashlib.sha256(task_id.encode()).digest()[0] % len(ratios)]
-        width, height = images.dimensions(aspect, long_side=config.image_size)
+        long_side = config.image_size * checked.output.scale  # 2k, 4k: 2 and 4 times 1k's
+        width, height = images.dimensions(aspect, long_side=long_side)
         body_hash = checked.fingerprint()
         task = Task(
             task_id=task_id,
