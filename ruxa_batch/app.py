@@ -72,10 +72,12 @@ def refuse_csv(path: Path) -> None:
         )
 
 
-def _load(path: Path, *, max_jobs: int, shard: Shard | None = None) -> Manifest:
+def _load(
+    path: Path, *, max_jobs: int, shard: Shard | None = None, packed: bool = True
+) -> Manifest:
     """The manifest, or the part of it that ``shard`` runs."""
     refuse_csv(path)
-    return shard_manifest(load_manifest(path, max_jobs=max_jobs), shard)
+    return shard_manifest(load_manifest(path, max_jobs=max_jobs, packed=packed), shard)
 
 
 def validate(settings: ValidateSettings) -> int:
@@ -221,7 +223,8 @@ def report(settings: ReportSettings) -> int:
 
 def plan(settings: PlanSettings) -> int:
     """Print what ``run`` with the same flags would do with each job of the manifest."""
-    whole = _load(settings.path, max_jobs=settings.max_jobs)
+    # Planned once and gone: the jobs as they are made, not packed (see load_manifest).
+    whole = _load(settings.path, max_jobs=settings.max_jobs, packed=False)
     manifest = shard_manifest(whole, settings.shard)
     output_dir = output_dir_for(manifest.output.dir, sandbox=settings.sandbox)
     tuning = Tuning.resolve(manifest.run, settings.tuning)

@@ -36,9 +36,14 @@ from ruxa_batch.yamlsource import PathKey, YamlProblem, json_path, load_yaml
 _SHARED_KEYS = ("vars", "defaults", "output", "local_images")
 
 
-def load_manifest(path: Path, *, max_jobs: int = DEFAULT_MAX_JOBS) -> Manifest:
-    """Read, validate and expand one manifest; :class:`ManifestInvalid` lists every problem."""
-    manifest, problems = _build(path, max_jobs=max_jobs)
+def load_manifest(path: Path, *, max_jobs: int = DEFAULT_MAX_JOBS, packed: bool = True) -> Manifest:
+    """Read, validate and expand one manifest; :class:`ManifestInvalid` lists every problem.
+
+    Its jobs are kept packed (:class:`~ruxa_batch.jobs.Jobs`: a run's memory barely grows with
+    the batch) unless ``packed`` is false: a command that goes over every job once and exits
+    (``plan``) is faster with the jobs as they are made.
+    """
+    manifest, problems = _build(path, max_jobs=max_jobs, packed=packed)
     if problems or manifest is None:
         raise ManifestInvalid(problems)
     return manifest
@@ -48,18 +53,20 @@ def check_manifest(
     path: Path, *, max_jobs: int = DEFAULT_MAX_JOBS
 ) -> tuple[Manifest | None, list[Problem]]:
     """Like :func:`load_manifest` but returns the problems instead of raising (for ``validate``)."""
-    manifest, problems = _build(path, max_jobs=max_jobs)
+    manifest, problems = _build(path, max_jobs=max_jobs, packed=False)
     return (None if problems else manifest), problems
 
 
-def _build(path: Path, *, max_jobs: int) -> tuple[Manifest | None, list[Problem]]:
+def _build(
+    path: Path, *, max_jobs: int, packed: bool = True
+) -> tuple[Manifest | None, list[Problem]]:
     """The manifest (None when it cannot be built at all) and every problem, in line order."""
     try:
         doc = load_yaml(path, display=display_path(path))
     except YamlProblem as exc:
         return None, [exc.problem]
     log = ProblemLog(doc)
-    manifest = _build_document(path, log, max_jobs=max_jobs)
+    manifest = _build_document(path, log, max_jobs=max_jobs, packed=packed)
     return manifest, ordered(log.problems)
 
 
@@ -75,7 +82,9 @@ def _non_finite(value: Any, where: PathKey) -> Iterator[PathKey]:
             yield from _non_finite(item, (*where, index))
 
 
-def _build_document(path: Path, log: ProblemLog, *, max_jobs: int) -> Manifest | None:
+def _build_document(
+    path: Path, log: ProblemLog, *, max_jobs: int, packed: bool = True
+) -> Manifest | None:
     doc = log.doc
     if not isinstance(doc.data, dict):
         kind = "a list" if isinstance(doc.data, list) else "a single value"
@@ -127,7 +136,12 @@ def _build_document(path: Path, log: ProblemLog, *, max_jobs: int) -> Manifest |
             rows.read(raw["rows"], ("jobs", index, "rows"))
     callback_url = data.get("callback_url") if usable("callback_url") else None
     expander = Expander(
-        log, model=model, variables=variables, files=files, callback_url=callback_url
+        log,
+        model=model,
+        variables=variables,
+        files=files,
+        callback_url=callback_url,
+        packed=packed,
     )
     if not expander.within_limit(entries, max_jobs):
         return None

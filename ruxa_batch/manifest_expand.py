@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,6 +38,7 @@ class Expander:
         variables: Mapping[str, str],
         files: FileReader,
         callback_url: str | None = None,
+        packed: bool = True,
     ) -> None:
         self.log = log
         self.files = files
@@ -46,7 +46,7 @@ class Expander:
         self.callback_url = callback_url
         self.variables = variables
         self.id_paths: dict[str, PathKey] = {}  # each expanded id -> where its template is
-        self.jobs = Jobs()  # what expand_all fills
+        self.jobs: Jobs | list[Job] = Jobs() if packed else []  # what expand_all fills
 
     def within_limit(self, entries: Sequence[Entry], max_jobs: int) -> bool:
         """False (and a problem reported) when the entries expand to more than ``max_jobs``."""
@@ -65,7 +65,7 @@ class Expander:
 
     def expand_all(
         self, entries: Sequence[Entry], *, each: Callable[[int, Job], None] | None = None
-    ) -> Jobs:
+    ) -> Sequence[Job]:
         """Every job of ``entries``, in manifest order; the ones with problems are left out.
         ``each`` is called with each job's number and the job as it is added."""
         jobs = self.jobs
@@ -102,7 +102,19 @@ class Expander:
                 model_input = request_input(first)
                 for variant in range(1, first.variants + 1):
                     key = identity_key(first.model, model_input, variant)
-                    job = replace(first, variant=variant, key=key)
+                    job = Job(  # positional: dataclasses.replace costs 5 us a job
+                        first.id,
+                        variant,
+                        first.variants,
+                        first.prompt,
+                        first.images,
+                        first.image_size,
+                        first.output_format,
+                        key,
+                        first.origin,
+                        first.model,
+                        first.resolution,
+                    )
                     if key in seen_keys:
                         other = jobs[seen_keys[key]]
                         self.log.add_repeated(id_path, "same request", _same_request(job, other))

@@ -87,7 +87,8 @@ def shard_manifest(manifest: Manifest, shard: Shard | None) -> Manifest:
     """The manifest as a run of ``shard`` sees it: only its jobs, in manifest order."""
     if shard is None:
         return manifest
-    return replace(manifest, jobs=Jobs(job for job in manifest.jobs if shard.holds(job.key)))
+    held = (job for job in manifest.jobs if shard.holds(job.key))
+    return replace(manifest, jobs=Jobs(held) if isinstance(manifest.jobs, Jobs) else list(held))
 
 
 def split(manifest: Manifest, count: int) -> list[Manifest]:

@@ -26,7 +26,7 @@ class Template:
     source: str
     parts: tuple[tuple[bool, str], ...]  # (is_variable, text or name)
 
-    @property
+    @functools.cached_property
     def names(self) -> frozenset[str]:
         """Every variable name the template uses."""
         return frozenset(text for is_var, text in self.parts if is_var)
@@ -36,18 +36,22 @@ class Template:
         """True when the template has no placeholders."""
         return not any(is_var for is_var, _ in self.parts)
 
+    @functools.cached_property
+    def _format(self) -> str:
+        # The template as a str.format string: variable names are identifiers, so format_map
+        # substitutes exactly them, in C (a 100,000-job manifest renders 600,000 templates).
+        return "".join(
+            "{" + text + "}" if is_var else text.replace("{", "{{").replace("}", "}}")
+            for is_var, text in self.parts
+        )
+
     def render(
         self, values: Mapping[str, str], *, transform: Callable[[str], str] | None = None
     ) -> str:
         """Substitute ``values`` (optionally transformed, e.g. slugified)."""
-        out = []
-        for is_var, text in self.parts:
-            if is_var:
-                value = values[text]
-                out.append(transform(value) if transform else value)
-            else:
-                out.append(text)
-        return "".join(out)
+        if transform is not None:
+            values = {name: transform(values[name]) for name in self.names}
+        return self._format.format_map(values)
 
 
 @functools.lru_cache(maxsize=1024)

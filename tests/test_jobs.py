@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ruxa_batch.jobs import Job, Jobs, render_filename, unsuffixed
 from ruxa_batch.local_files import LocalFile
@@ -68,3 +70,23 @@ def test_packed_jobs_read_back_as_they_were_added(tmp_path: Path) -> None:
     assert packed[2].images[1].path == photo.path  # the file itself, not a copy by value only
     with pytest.raises(IndexError):
         packed[4]
+
+
+@given(
+    st.lists(st.one_of(st.text(alphabet="ab{}:. ", max_size=5), st.sampled_from(["{x}", "{y_1}"]))),
+    st.text(),
+    st.text(),
+)
+def test_templates_render_literal_text_and_values_as_they_are(
+    pieces: list[str], x: str, y: str
+) -> None:
+    from ruxa_batch.template import parse_template
+
+    names = {"{x}": x, "{y_1}": y}
+    source = "".join(
+        piece if piece in names else piece.replace("{", "{{").replace("}", "}}") for piece in pieces
+    )
+    expected = "".join(names.get(piece, piece) for piece in pieces)
+    assert parse_template(source).render({"x": x, "y_1": y, "unused": "z"}) == expected
+    slug = parse_template(source).render({"x": x, "y_1": y}, transform=str.upper)
+    assert slug == "".join(names[p].upper() if p in names else p for p in pieces)
