@@ -30,7 +30,7 @@ def example(hermetic: Path) -> Path:
 
 def test_validate_the_example(run, example: Path) -> None:
     result = run(["ruxa-batch", "validate", "manifests/example.yaml"])
-    assert (result.code, result.out, result.err) == (0, "manifests/example.yaml: ok, 22 jobs\n", "")
+    assert (result.code, result.out, result.err) == (0, "manifests/example.yaml: ok, 23 jobs\n", "")
 
 
 def test_validate_quiet(run, example: Path) -> None:
@@ -48,7 +48,7 @@ def test_max_jobs_flag(run, example: Path) -> None:
     result = run(["ruxa-batch", "validate", "--max-jobs", "10", "manifests/example.yaml"])
     assert result.code == 2
     assert result.err == (
-        "manifests/example.yaml:43:5: $.jobs[0]: the manifest expands to more than 10 jobs counting "
+        "manifests/example.yaml:49:5: $.jobs[0]: the manifest expands to more than 10 jobs counting "
         "variants (this entry alone: 12); raise --max-jobs if that is intended\n"
     )
 
@@ -58,8 +58,9 @@ def test_plan_text(run, example: Path) -> None:
     assert result.code == 0
     lines = result.out.splitlines()
     assert lines[0] == (
-        "Plan for autumn-catalog (manifests/example.yaml): 22 jobs (one per id and variant), "
-        "model google/nano-banana-edit"
+        "Plan for autumn-catalog (manifests/example.yaml): 23 jobs (one per id and variant), "
+        "models google/nano-banana-edit (20 jobs), google/nano-banana-pro (2 jobs), "
+        "google/nano-banana (1 job)"
     )
     assert lines[2].split() == [
         "ACTION", "ID", "VAR", "MODEL", "SIZE", "RES", "FORMAT", "IMAGES", "PROMPT"
@@ -76,9 +77,11 @@ def test_plan_text(run, example: Path) -> None:
     ]
     size = sum(path.stat().st_size for path in (example.parent / "photos").glob("*.png"))
     assert lines[-6:] == [
-        "Totals: submit 22",
-        "Tasks to create: 22 if each succeeds first time, at most 66 with retries",
-        "Cost at 0.04 per task: expected 0.88, at most 2.64",
+        "Totals: submit 23",
+        "Tasks to create: 23 if each succeeds first time, at most 69 with retries",
+        # 21 tasks at 0.04 and 2 of the pro model at 0.12: each model's own price
+        "Cost at google/nano-banana-edit 0.04, google/nano-banana 0.04, "
+        "google/nano-banana-pro 0.12 per task: expected 1.08, at most 3.24",
         "Capped at 100 tasks per run (max_tasks)",
         f"Local pictures to publish: 6 distinct files, {size_text(size)} (each once; URLs an "
         "earlier run recorded are reused)",
@@ -89,22 +92,25 @@ def test_plan_text(run, example: Path) -> None:
 def test_plan_json(run, example: Path) -> None:
     result = run(["ruxa-batch", "plan", "--format", "json", "manifests/example.yaml"])
     document = json.loads(result.out)
-    assert document["totals"] == {"submit": 22}
-    assert document["tasks_to_create"] == 22
-    assert len(document["jobs"]) == 22
-    assert document["jobs"][-1] == {
+    assert document["totals"] == {"submit": 23}
+    assert document["tasks_to_create"] == 23
+    assert len(document["jobs"]) == 23
+    assert document["jobs"][-2] == {
         "id": "hero-window",
         "variant": 2,
         "action": "submit",
-        "key": document["jobs"][-1]["key"],
-        "model": "google/nano-banana-edit",
+        "key": document["jobs"][-2]["key"],
+        "model": "google/nano-banana-pro",
         "prompt": "Show the ceramic mug and the candle on a rainy window sill, cosy and warm.",
         "images": ["photos/mug-ember.png", "photos/candle-cedar.png"],
         "image_size": "4:5",
-        "resolution": None,
+        "resolution": "2k",
         "output_format": "png",
     }
-    assert len({job["key"] for job in document["jobs"]}) == 22
+    assert document["jobs"][-1]["model"] == "google/nano-banana"
+    assert document["jobs"][-1]["images"] == []
+    assert document["cost_expected"] == pytest.approx(21 * 0.04 + 2 * 0.12)
+    assert len({job["key"] for job in document["jobs"]}) == 23
 
 
 def test_plan_markdown_escapes_table_cells(run, hermetic: Path) -> None:
@@ -238,7 +244,7 @@ def test_installed_entry_point_runs(example: Path) -> None:
         timeout=60,
         check=False,
     )
-    assert (done.returncode, done.stdout) == (0, "manifests/example.yaml: ok, 22 jobs\n")
+    assert (done.returncode, done.stdout) == (0, "manifests/example.yaml: ok, 23 jobs\n")
     bad = subprocess.run(
         [*command, "validate", "nope.yaml"], capture_output=True, text=True, timeout=60, check=False
     )
@@ -260,12 +266,12 @@ def test_run_sandbox_the_readme_first_command(run, example: Path) -> None:
     )
     assert result.code == 0, result.err
     assert result.out.splitlines()[0] == (
-        "22 succeeded, 0 failed, 0 uncertain, 0 running, 0 pending (of 22 jobs)"
+        "23 succeeded, 0 failed, 0 uncertain, 0 running, 0 pending (of 23 jobs)"
     )
     out = example.parent / "out" / "autumn-catalog.sandbox"
-    assert len(list(out.glob("*.png"))) == 16 and len(list(out.glob("*.jpg"))) == 6
+    assert len(list(out.glob("*.png"))) == 17 and len(list(out.glob("*.jpg"))) == 6
     status = run(["ruxa-batch", "status", "manifests/example.yaml", "--sandbox"])
-    assert status.out.startswith("autumn-catalog: 22 jobs: 22 succeeded")
+    assert status.out.startswith("autumn-catalog: 23 jobs: 23 succeeded")
     # Real runs keep their own state: nothing recorded there.
     assert not (example.parent / "out" / "autumn-catalog").exists()
 
@@ -359,7 +365,7 @@ def test_only_manifests_skips_other_yaml(run, example: Path, hermetic: Path) -> 
             "manifests/example.yaml",
         ]
     )
-    assert (result.code, result.out, result.err) == (0, "manifests/example.yaml: ok, 22 jobs\n", "")
+    assert (result.code, result.out, result.err) == (0, "manifests/example.yaml: ok, 23 jobs\n", "")
     plain = run(["ruxa-batch", "validate", "deploy/manifests/kubernetes_configmap.yaml"])
     assert plain.code == 2
 
@@ -380,7 +386,7 @@ def test_only_manifests_a_changed_csv_revalidates_the_manifest_reading_it(
     (hermetic / "unrelated.csv").write_text("a\n1\n")
     command = ["ruxa-batch", "validate", "--only-manifests", "manifests/products.csv"]
     result = run(command)
-    assert (result.code, result.out, result.err) == (0, "manifests/example.yaml: ok, 22 jobs\n", "")
+    assert (result.code, result.out, result.err) == (0, "manifests/example.yaml: ok, 23 jobs\n", "")
     csv = example.parent / "products.csv"
     csv.write_text(csv.read_text() + "one,too,many,fields,here,and,more\n")
     broken = run(command)

@@ -22,7 +22,7 @@ def test_format_example_in_readme_is_valid(run, hermetic: Path) -> None:
         (hermetic / "photos" / f"{name}.jpg").write_bytes(b"\xff\xd8\xff\xe0" + name.encode())
     result = run(["ruxa-batch", "validate", "readme.yaml"])
     assert (result.code, result.err) == (0, "")
-    assert result.out == "readme.yaml: ok, 8 jobs\n"
+    assert result.out == "readme.yaml: ok, 9 jobs\n"
 
 
 def test_validation_sample_in_readme_matches_the_real_output(run, hermetic: Path) -> None:
