@@ -1,4 +1,5 @@
-"""ruxa-batch: resumable batches of AI image edits on the Ruxa API, driven by a YAML manifest."""
+"""ruxa-batch: resumable batches of AI image edits and generations on the Ruxa API, driven by a
+YAML manifest."""
 
 from __future__ import annotations
 

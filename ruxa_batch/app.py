@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,8 @@ from ruxa_batch.shards import (
     split,
 )
 from ruxa_batch.shards import state_path as shard_state_path
-from ruxa_batch.state import JobRecord, StateStore, TakeRecord, state_path_for
-from ruxa_batch.statuses import CheckStatus, JobStatus
+from ruxa_batch.state import JobRecord, Mark, StateStore, TakeRecord, state_path_for
+from ruxa_batch.statuses import JOB_STATUSES, CheckStatus, JobStatus
 from ruxa_batch.template import slugify
 from ruxa_batch.tuning import Tuning
 
@@ -149,16 +150,33 @@ def _read_state(
     needed_for: str | None = None,
     shard: Shard | None = None,
 ) -> tuple[dict[str, JobRecord], dict[str, Any], dict[str, list[TakeRecord]]]:
-    """The recorded jobs, the run history and the earlier takes of a manifest's state file.
+    """The recorded jobs, the run history and the earlier takes of a manifest's state file
+    (empty when there is none and ``needed_for`` is None: see :func:`_state_store`)."""
+    store = _state_store(manifest, state, sandbox=sandbox, needed_for=needed_for, shard=shard)
+    if store is None:
+        return {}, {}, {}
+    with store:
+        return store.job_records(), store.history(), store.takes()
 
-    No state file: empty for ``plan`` (nothing has run yet), an error for the commands that
+
+def _state_store(
+    manifest: Manifest,
+    state: Path | None,
+    *,
+    sandbox: bool,
+    needed_for: str | None = None,
+    shard: Shard | None = None,
+) -> StateStore | None:
+    """A manifest's state file opened to read (None when it holds nothing yet).
+
+    No state file: None for ``plan`` (nothing has run yet), an error for the commands that
     only read the state (``needed_for`` says what for): a made-up table of pending jobs, or a
     report of one, would be a silent wrong answer.
     """
     path = shard_state_path(output_dir_for(manifest.output.dir, sandbox=sandbox), state, shard)
     if not path.exists():
         if needed_for is None:
-            return {}, {}, {}
+            return None
         hint = _elsewhere(manifest, state, sandbox=sandbox)
         if state is None and shard is None:
             shards = shard_states(path.parent)
@@ -170,12 +188,10 @@ def _read_state(
                 )
         raise UsageError(f"no state file at {display_path(path)}: {needed_for}{hint}")
     store = StateStore(path, readonly=True)
-    try:
-        if not store.schema_version():
-            return {}, {}, {}
-        return store.job_records(), store.history(), store.takes()
-    finally:
+    if not store.schema_version():
         store.close()
+        return None
+    return store
 
 
 def _elsewhere(manifest: Manifest, state: Path | None, *, sandbox: bool) -> str:
@@ -307,17 +323,40 @@ def redo(flags: RunFlags, request: RedoRequest) -> int:
 
 def status(settings: StatusSettings) -> int:
     """Counts per status and the jobs that are not done, from the state file alone."""
-    manifest = _load(settings.path, max_jobs=settings.max_jobs, shard=settings.shard)
-    records = _records(
-        manifest,
+    # Read once and gone: the jobs as they are made (see load_manifest).
+    whole = _load(settings.path, max_jobs=settings.max_jobs, shard=settings.shard, packed=False)
+    store = _state_store(
+        whole,
         settings.state,
         sandbox=settings.sandbox,
         needed_for="no job has run yet",
         shard=settings.shard,
     )
-    table = build_table(manifest, records)
-    counts = table.counts()
-    not_done = [row for row in table.rows if row["status"] != JobStatus.SUCCEEDED]
+    # The counts from one grouped query per chunk; whole records only of the jobs not done.
+    keys = [job.key for job in whole.jobs]
+    if store is None:
+        tally: tuple[dict[JobStatus, int], int] = ({JobStatus.PENDING: len(keys)}, 0)
+        marks: dict[str, Mark] = {}
+        records: dict[str, JobRecord] = {}
+    else:
+        with store:
+            tally = store.tally(keys)
+            marks = store.marks_of(keys)
+            unfinished = [
+                key for key in keys if key not in marks or marks[key].status != JobStatus.SUCCEEDED
+            ]
+            records = store.records_of(unfinished)
+    counts = {status.value: tally[0].get(status, 0) for status in JOB_STATUSES}
+    manifest = replace(
+        whole,
+        jobs=[
+            job
+            for job in whole.jobs
+            if job.key not in marks or marks[job.key].status != JobStatus.SUCCEEDED
+        ],
+    )
+    not_done = list(build_table(manifest, records).rows)
+    table = build_table(whole, {}, tally=tally)  # its counts, and its number of jobs
     if settings.format == "json":
         document = {
             "name": manifest.name,

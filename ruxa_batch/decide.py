@@ -158,6 +158,7 @@ class Estimate:
     expected_cost: float | None = None  # None: no price, or a model with tasks has none
     at_most_cost: float | None = None
     unpriced: tuple[str, ...] = ()  # models with tasks to create and no price given
+    models: tuple[str, ...] = ()  # the models of the jobs with tasks to create
 
     @classmethod
     def of(
@@ -173,6 +174,7 @@ class Estimate:
         expected = at_most = uncapped = 0
         expected_cost = at_most_cost = 0.0
         unpriced: dict[str, None] = {}
+        used: dict[str, None] = {}
         for decision, model in decisions:
             uncapped += decision.expected_tasks
             now = (
@@ -184,6 +186,7 @@ class Estimate:
             expected += now
             at_most += most
             if now or most:
+                used[model] = None
                 price = prices.of_model(model) if prices is not None else None
                 if price is None:
                     unpriced[model] = None
@@ -200,6 +203,7 @@ class Estimate:
             expected_cost if known else None,
             at_most_cost if known else None,
             tuple(unpriced) if prices is not None else (),
+            tuple(used),
         )
 
     def cost_text(self, *, strong: str = "") -> str | None:
@@ -211,8 +215,8 @@ class Estimate:
             return f"Cost unknown: price_per_task gives no price for {', '.join(self.unpriced)}"
         expected, at_most = money_pair(self.expected_cost, self.at_most_cost)
         return (
-            f"Cost at {self.prices} per task: expected {strong}{expected}{strong}, "
-            f"at most {strong}{at_most}{strong}"
+            f"Cost at {self.prices.text(self.models)} per task: expected "
+            f"{strong}{expected}{strong}, at most {strong}{at_most}{strong}"
         )
 
     def lines(self) -> list[str]:

@@ -48,6 +48,7 @@ from ruxa_batch.errors import RuxaBatchError, os_reason
 from ruxa_batch.failures import DEFAULT_RULES, FailureRules, classify
 from ruxa_batch.jobs import Job, Manifest
 from ruxa_batch.local_files import LocalFile
+from ruxa_batch.models import get_model
 from ruxa_batch.pictures import Ledger, Picture
 from ruxa_batch.retry import GaveUp, Halted, Retrier, RetryPolicy
 from ruxa_batch.state import JobRecord, Mark, StateStore, chunked
@@ -230,7 +231,6 @@ class Engine:
         self.create_policy = (CREATE_AT_MOST_ONCE if at_most_once else CREATE).with_base(base)
         self.query_policy = QUERY.with_base(base)
         self.download_policy = DOWNLOAD.with_base(base)
-        self.callback = manifest.callback_url is not None
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -432,7 +432,7 @@ class Engine:
                     return
                 attempts += 1
                 self.events.job_submitted(job, task_id)
-            watched = await self.watch(task_id, age=age)
+            watched = await self.watch(task_id, age=age, slower=self.polls_less(job))
             age = 0.0
             if watched.state == TaskState.SUCCESS:
                 await self.fetch(job, task_id, watched.urls, record)
@@ -694,15 +694,21 @@ class Engine:
 
     # -- waiting for a task ---------------------------------------------------------------------
 
-    async def watch(self, task_id: str, *, age: float = 0.0) -> _Watched:
+    def polls_less(self, job: Job) -> bool:
+        """Whether ``job``'s tasks are polled less often: the manifest chose a callback for
+        them (not a model that requires one, which says nothing of wanting fewer queries)."""
+        return self.manifest.callback_url is not None and not get_model(job.model).callback_required
+
+    async def watch(self, task_id: str, *, age: float = 0.0, slower: bool = False) -> _Watched:
         """Poll a task until it ends, times out, or the run must leave it unfinished.
 
         ``age``: seconds the task has existed already (created by an earlier run); its timeout
         counts from its create, but it is queried once before it can time out (it may have
-        finished while no run was watching).
+        finished while no run was watching). ``slower``: the first query waits
+        CALLBACK_POLL_FACTOR times longer (see :meth:`polls_less`).
         """
         started = self.timer.now() - age
-        delay = self.options.poll_interval * (CALLBACK_POLL_FACTOR if self.callback else 1.0)
+        delay = self.options.poll_interval * (CALLBACK_POLL_FACTOR if slower else 1.0)
         last_state: TaskState | None = None
         queried = False
         await self.pause(delay)

@@ -134,10 +134,12 @@ def _build_document(
             # The entry cannot be expanded, but the CSV file it reads is checked all the same,
             # so that one run of validate reports its problems too.
             rows.read(raw["rows"], ("jobs", index, "rows"))
-    callback_url = data.get("callback_url") if usable("callback_url") else None
+    # Given at all counts for the models that require one: a bad value is reported as such.
+    callback_url = data.get("callback_url")
     expander = Expander(
         log,
-        model=model,
+        # A misspelled top-level model is reported once, not again at every job that runs on it.
+        model=model if usable("model") or "model" not in data else None,
         variables=variables,
         files=files,
         callback_url=callback_url,

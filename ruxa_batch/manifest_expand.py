@@ -18,7 +18,7 @@ from ruxa_batch.local_files import LocalFile, is_url
 from ruxa_batch.manifest_entries import Entry
 from ruxa_batch.manifest_files import FILE_VARIABLES, FileReader
 from ruxa_batch.manifest_problems import ProblemLog
-from ruxa_batch.models import MODEL_FIELDS, MODELS, ModelSpec, models_taking
+from ruxa_batch.models import DEFAULT_MODEL, MODEL_FIELDS, MODELS, ModelSpec, models_taking
 from ruxa_batch.suggest import close_matches, did_you_mean, nearest_ratios, show
 from ruxa_batch.template import Template, TemplateError, parse_template, slugify
 from ruxa_batch.yamlsource import PathKey
@@ -34,7 +34,7 @@ class Expander:
         self,
         log: ProblemLog,
         *,
-        model: str,
+        model: str | None,
         variables: Mapping[str, str],
         files: FileReader,
         callback_url: str | None = None,
@@ -42,7 +42,8 @@ class Expander:
     ) -> None:
         self.log = log
         self.files = files
-        self.model = model  # the manifest's: for the jobs that name none, nor do defaults
+        self.model = model  # the manifest's, for the jobs that name none (None: it is invalid)
+        self._said: set[tuple[str, ...]] = set()  # problems said once for the whole manifest
         self.callback_url = callback_url
         self.variables = variables
         self.id_paths: dict[str, PathKey] = {}  # each expanded id -> where its template is
@@ -128,6 +129,10 @@ class Expander:
     def model_of(self, entry: Entry) -> ModelSpec | None:
         """The entry's model (its own, else defaults', else the manifest's), once it is known
         to take every field the entry gives it; None after reporting why not."""
+        if "model" not in entry.fields and self.model is None:
+            # The manifest's model is misspelled (and reported): the job is still checked in
+            # every other way, without the checks that need to know its model.
+            return MODELS[DEFAULT_MODEL]
         name = entry.fields.get("model", self.model)
         spec = MODELS.get(name) if isinstance(name, str) else None
         if spec is None:
@@ -142,12 +147,14 @@ class Expander:
             takers = ", ".join(models_taking(field))
             where = entry.where[field]
             if where[0] == "defaults":
-                self.log.add(
-                    at,
-                    f"jobs[{entry.index}] runs on {shown}, which takes no {field}, but "
-                    f"defaults sets {field} (line {self.log.doc.locate(where)[0]}); set "
-                    f"{field} on the jobs whose models take it ({takers}) instead",
-                )
+                if self.once("defaults", field, spec.name):
+                    self.log.add(
+                        at,
+                        f"jobs[{entry.index}] runs on {shown}, which takes no {field}, but "
+                        f"defaults sets {field} (line {self.log.doc.locate(where)[0]}); set "
+                        f"{field} on the jobs whose models take it ({takers}) instead (said "
+                        "once: it holds for every job on this model that does not override it)",
+                    )
             else:
                 self.log.add(
                     where,
@@ -173,16 +180,24 @@ class Expander:
             )
             ok = False
         if spec.callback_required and self.callback_url is None:
-            self.log.add_repeated(
-                at,
-                "callback required",
-                f"{spec.name} requires a callback URL and the manifest sets none: add "
-                "callback_url at the top of the manifest (an https:// endpoint of yours that "
-                "accepts POST requests); ruxa-batch still polls every task, so the run does "
-                "not depend on the callbacks arriving",
-            )
+            if self.once("callback", spec.name):
+                self.log.add(
+                    at,
+                    f"{spec.name} requires a callback URL and the manifest sets none: add "
+                    "callback_url at the top of the manifest (an https:// endpoint of yours that "
+                    "accepts POST requests); ruxa-batch still polls every task, so the run "
+                    "does not depend on the callbacks arriving",
+                )
             ok = False
         return spec if ok else None
+
+    def once(self, *problem: str) -> bool:
+        """True the first time ``problem`` is met: a problem of the manifest as a whole is said
+        once, not at every job it touches."""
+        if problem in self._said:
+            return False
+        self._said.add(problem)
+        return True
 
     def templates(self, entry: Entry) -> dict[str, Any] | None:
         """The entry's templated fields parsed, or None if one is malformed or unknown names."""

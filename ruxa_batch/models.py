@@ -11,7 +11,7 @@ client drifting from the documentation, one in ``sandbox/rules.py``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,7 +154,12 @@ class Prices:
         """The price of one task of ``model`` (None: not given)."""
         return dict(self.per_model).get(model, self.every)
 
-    def __str__(self) -> str:
+    def text(self, models: Sequence[str] = ()) -> str:
+        """``0.04``, or each of ``models``'s price (all given when none are named)."""
         if not self.per_model:
             return f"{self.every:g}"
-        return ", ".join(f"{model} {price:g}" for model, price in self.per_model)
+        shown = [(model, price) for model, price in self.per_model if model in models or not models]
+        return ", ".join(f"{model} {price:g}" for model, price in shown)
+
+    def __str__(self) -> str:
+        return self.text()

@@ -163,9 +163,13 @@ def make_plan(
     present = pictures_on_disk(output_dir, manifest)
     items = []
     keys = set()
+    never_run = decide(None, options)  # the same for every job the state has not seen
     for job in manifest.jobs:  # one pass: each job is unpacked once
-        decision = decide(
-            known.get(job.key), options, files_present=functools.partial(present, job)
+        record = known.get(job.key)
+        decision = (
+            never_run
+            if record is None
+            else decide(record, options, files_present=functools.partial(present, job))
         )
         items.append(PlannedJob(job, decision))
         keys.add(job.key)
@@ -211,15 +215,14 @@ def render_text(plan: Plan, cost: Estimate, scope: Scope | None = None) -> str:
         for item in plan.items
     ]
     last = len(header) - 1
-    widths = [max(len(header[col]), *(len(row[col]) for row in rows)) for col in range(last)]
+    widths = [max(map(len, column)) for column in zip(header, *rows, strict=True)][:last]
+    line = "  ".join([*(f"{{:<{width}}}" for width in widths), "{}"])
     lines = [
         f"Plan for {manifest.name} ({display_path(manifest.path)}): {len(plan.items):,} jobs "
         f"(one per id and variant), {_models_text(plan)}",
         "",
     ]
-    for row in (header, *rows):
-        cells = [row[col].ljust(widths[col]) for col in range(last)]
-        lines.append("  ".join([*cells, row[last]]).rstrip())
+    lines += [line.format(*row).rstrip() for row in (header, *rows)]
     for record in plan.orphaned:
         lines.append(
             f"orphaned  {record.id} (variant {record.variant}, {record.status}): "
@@ -276,7 +279,7 @@ def render_json(plan: Plan, cost: Estimate, scope: Scope | None = None) -> str:
     document = {
         "manifest": display_path(manifest.path),
         "name": manifest.name,
-        "model": manifest.model,
+        "models": dict(Counter(item.job.model for item in plan.items)),
         "output_dir": display_path(plan.output_dir or manifest.output.dir),
         "totals": plan.totals(),
         "tasks_to_create": cost.expected,

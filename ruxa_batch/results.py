@@ -26,11 +26,9 @@ COLUMNS = (
     "take",
     "status",
     "task_id",
-    "model",
     "prompt",
     "images",
     "image_size",
-    "resolution",
     "output_format",
     "result_urls",
     "files",
@@ -41,6 +39,8 @@ COLUMNS = (
     "submitted_at",
     "finished_at",
     "key",
+    "model",  # added with the models beside the edit model: last, so no column moves
+    "resolution",
 )
 LIST_COLUMNS = ("images", "result_urls", "files")
 # A spreadsheet opening the CSV runs a cell that starts with one of these as a formula (OWASP,

@@ -170,6 +170,9 @@ def check_document(doc: Document) -> tuple[list[Problem], set[PathKey]]:
     for error in _validator().iter_errors(doc.data):
         broken.add(tuple(error.absolute_path))
         problems.extend(_explain(doc, error, reported))
+    # A field the job's model does not take is that, whatever else its value is: one message.
+    refused = {p.path for p in problems if _NOT_TAKEN in p.message}
+    problems = [p for p in problems if p.path not in refused or _NOT_TAKEN in p.message]
     ordered = sorted(set(problems), key=lambda p: (p.line, p.col, p.path, p.message))
     return ordered, broken
 
@@ -225,11 +228,14 @@ def _explain(doc: Document, error: Any, reported: set[PathKey]) -> list[Problem]
     return [doc.problem(path, _message(kind, value, instance, schema, error, path))]
 
 
+_NOT_TAKEN = " is not taken by "
+
+
 def _not_taken(model: str, field: str) -> str:
     from ruxa_batch.models import MODELS, models_taking
 
     return (
-        f"{field} is not taken by {model} ({MODELS[model].kind}); the models that take it: "
+        f"{field}{_NOT_TAKEN}{model} ({MODELS[model].kind}); the models that take it: "
         f"{', '.join(models_taking(field))}"
     )
 
@@ -318,23 +324,29 @@ def model_rules() -> dict[str, Any]:
 
     A job's model is its own, else ``defaults.model``, else the manifest's (else the default
     model): each rule applies where that is known from one object, so an editor flags the field
-    as it is typed. (A field set under ``defaults`` for jobs of several models is the
-    validator's to judge: it may apply to some.)
+    as it is typed. (A field set under ``defaults`` reaches jobs whose models may differ: the
+    validator reports it at each job whose model does not take it.)
     """
     from ruxa_batch.models import DEFAULT_MODEL, MODEL_FIELDS, MODELS, models_taking
 
     def refusals(name: str) -> dict[str, Any]:
         spec = MODELS[name]
-        return {
-            field: {
-                "description": f"{name} ({spec.kind}) takes no {field}; the models that take "
-                f"it: {', '.join(models_taking(field))}",
+        refused = {}
+        for field in MODEL_FIELDS:
+            if spec.takes(field):
+                continue
+            text = (
+                f"{field} is not taken by {name} ({spec.kind}); the models that take it: "
+                f"{', '.join(models_taking(field))}"
+            )
+            # errorMessage: what editors that honour it show instead of "not allowed"
+            refused[field] = {
+                "description": text,
+                "errorMessage": text,
                 "not": {},
                 "x-not-taken-by": name,
             }
-            for field in MODEL_FIELDS
-            if not spec.takes(field)
-        }
+        return refused
 
     def names(model: str) -> dict[str, Any]:
         return {"required": ["model"], "properties": {"model": {"const": model}}}
@@ -370,7 +382,33 @@ def model_rules() -> dict[str, Any]:
                 "then": jobs_of,
             }
         )
+
+    def union(values: Any) -> list[str]:
+        return list(dict.fromkeys(value for spec in MODELS.values() for value in values(spec)))
+
+    def closed(description: str, values: list[str]) -> dict[str, Any]:
+        return {
+            "description": description,
+            "anyOf": [{"enum": values}, {"$ref": "#/$defs/template"}],
+        }
+
+    resolutions = [name for name, spec in MODELS.items() if spec.resolutions]
     return {
+        "imageSize": closed("Aspect ratio of the output.", union(lambda spec: spec.image_sizes)),
+        "outputFormat": closed("Output image format.", union(lambda spec: spec.output_formats)),
+        "resolution": closed(
+            f"Output resolution, for the models that take one ({', '.join(resolutions)}).",
+            union(lambda spec: spec.resolutions),
+        ),
+        "images": {
+            "description": "Input pictures, for the models that take them (up to "
+            f"{max(spec.max_images for spec in MODELS.values())}): http(s) URLs, or paths of "
+            "PNG, JPEG or WebP files relative to the manifest's folder.",
+            "type": "array",
+            "minItems": 1,
+            "maxItems": max(spec.max_images for spec in MODELS.values()),
+            "items": {"type": "string", "minLength": 1, "maxLength": 4096},
+        },
         "model": {
             "description": "The Ruxa model: "
             + "; ".join(f"{name} {spec.kind}" for name, spec in MODELS.items())

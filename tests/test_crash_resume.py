@@ -318,9 +318,9 @@ def test_ctrl_c_saves_state_and_results_then_resume(
         reader = csv.DictReader(handle)
         rows = list(reader)
     assert reader.fieldnames == [
-        "id", "variant", "take", "status", "task_id", "model", "prompt", "images", "image_size",
-        "resolution", "output_format", "result_urls", "files", "error", "failure", "attempts", "possible_duplicate", "submitted_at",
-        "finished_at", "key",
+        "id", "variant", "take", "status", "task_id", "prompt", "images", "image_size",
+        "output_format", "result_urls", "files", "error", "failure", "attempts", "possible_duplicate", "submitted_at",
+        "finished_at", "key", "model", "resolution",
     ]  # fmt: skip
     assert [row["id"] for row in rows] == [f"job-{index:03d}" for index in range(60)]
     assert {row["status"] for row in rows} - {"succeeded"}, "every job succeeded before Ctrl-C"

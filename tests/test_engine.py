@@ -31,8 +31,8 @@ def test_a_clean_run_then_a_rerun_that_sends_nothing(run, hermetic, sandbox, key
         assert row["task_id"].startswith("task_")
     csv_lines = (hermetic / "out" / "t" / "results.csv").read_text().splitlines()
     assert csv_lines[0] == (
-        "id,variant,take,status,task_id,model,prompt,images,image_size,resolution,output_format,"
-        "result_urls,files,error,failure,attempts,possible_duplicate,submitted_at,finished_at,key"
+        "id,variant,take,status,task_id,prompt,images,image_size,output_format,result_urls,files,"
+        "error,failure,attempts,possible_duplicate,submitted_at,finished_at,key,model,resolution"
     )
     assert len(csv_lines) == 25
     before = sandbox.counters()

@@ -26,8 +26,13 @@ def write(folder: Path, text: str, name: str = "m.yaml") -> Path:
 def test_example_manifest_expands_rows_matrix_defaults_and_variants() -> None:
     manifest = load_manifest(REPO / "manifests" / "example.yaml")
     assert manifest.name == "autumn-catalog"
-    # 6 CSV rows x 2 settings, 6 banners, 2 hero shots x 2 variants
-    assert len(manifest.jobs) == 12 + 6 + 4
+    # 6 CSV rows x 2 settings, 6 banners, 2 hero shots x 2 variants, a backdrop from text
+    assert len(manifest.jobs) == 12 + 6 + 4 + 1
+    assert manifest.models() == (
+        "google/nano-banana-edit",
+        "google/nano-banana-pro",
+        "google/nano-banana",
+    )
     first = manifest.jobs[0]
     assert first.id == "mug-ember-rustic-oak-table-with-fallen-leaves"
     assert first.image_names == ("photos/mug-ember.png",)

@@ -175,11 +175,12 @@ def test_every_field_a_model_does_not_take_is_an_error_at_its_line(
     assert from_defaults == [
         f"7 $.jobs[0].model: jobs[0] runs on {model} ({MODELS[model].kind}), which takes "
         f"no {field}, but defaults sets {field} (line 4); set {field} on the jobs whose models "
-        f"take it ({takers}) instead"
+        f"take it ({takers}) instead (said once: it holds for every job on this model that "
+        "does not override it)"
     ]
 
 
-def test_defaults_for_several_models_apply_where_they_are_taken(hermetic: Path) -> None:
+def test_defaults_reach_every_job_of_a_model_that_takes_them(hermetic: Path) -> None:
     text = (
         f"version: 1\ncallback_url: {HOOK}\ndefaults:\n  resolution: 2k\n  images: "
         "['https://cdn.example.com/a.png']\njobs:\n"
@@ -222,7 +223,7 @@ def test_a_model_that_requires_a_callback_says_what_to_do(hermetic: Path) -> Non
         "that accepts POST requests); ruxa-batch still polls every task, so the run does not "
         "depend on the callbacks arriving"
     )
-    assert len(found) == 2  # each job that needs it, at its model
+    assert len(found) == 1  # said once, at the first job that needs it
 
 
 def test_an_unknown_model_lists_the_models(hermetic: Path) -> None:
@@ -291,7 +292,7 @@ def test_each_model_end_to_end_on_the_sandbox(hermetic: Path, run: Any) -> None:
     assert jpeg_size((folder / "hero.jpg").read_bytes()) == (256, 144)
     assert read_png((folder / "hero-from-photo.png").read_bytes())[:2] == (64, 64)
     csv_header = (folder / "results.csv").read_text().splitlines()[0].split(",")
-    assert csv_header[5] == "model" and "resolution" in csv_header
+    assert csv_header[-2:] == ["model", "resolution"]  # appended: no column moved
     report = (folder / "report.html").read_text()
     assert "<b>model</b>google/nano-banana-pro" in report and "<b>resolution</b>4k" in report
 
@@ -328,3 +329,24 @@ def test_the_sandbox_checks_each_models_fields(sandbox: Any) -> None:
             assert create(good).json()["code"] == 200
         edit_without = create({"model": "google/nano-banana-edit", "input": {"prompt": "p"}}).json()
         assert "input.image_urls: required" in edit_without["message"]
+
+
+def test_a_misspelled_model_is_one_problem_and_the_rest_is_still_checked(hermetic: Path) -> None:
+    found = problems_of(
+        hermetic,
+        "version: 1\nmodel: google/nano-banana-prp\njobs:\n"
+        "  - {id: a, prompt: p}\n  - {id: b, prompt: q, images: ['file:///x.png']}\n",
+    )
+    assert len(found) == 2, found
+    assert found[0].startswith("2 $.model: 'google/nano-banana-prp' is not a valid model")
+    assert "did you mean 'google/nano-banana-pro'" in found[0]
+    assert found[1].startswith("5 $.jobs[1].images[0]: 'file:///x.png' is not an http(s) URL")
+
+
+def test_a_bad_callback_url_is_said_once_as_bad_not_as_missing(hermetic: Path) -> None:
+    found = problems_of(
+        hermetic,
+        "version: 1\ncallback_url: ftp://x.example/hook\njobs:\n"
+        "  - {id: a, prompt: p, model: google/nano-banana-pro}\n",
+    )
+    assert len(found) == 1 and found[0].startswith("2 $.callback_url: ")

@@ -32,7 +32,7 @@ class SandboxConfig:
     url_ttl: float | None = None  # result URLs answer 404 this long after the task ends
     seed: int | None = None  # fixes every random draw, so a scenario repeats
     api_key: str | None = None  # the accepted key; random per start when None
-    image_size: int = 64  # long side of result images, in pixels
+    image_size: int = 64  # long side of 1k result images, in pixels (2k: twice, 4k: 4 times)
 
     def __post_init__(self) -> None:
         for name in ("error_rate", "fail_rate", "drop_rate", "garbage_rate"):

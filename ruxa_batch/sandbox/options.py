@@ -89,7 +89,8 @@ _FLAGS: dict[str, tuple[Any, str, str]] = {
     "image_size": (
         click.IntRange(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE),
         "PX",
-        "long side of result images in pixels; the other side follows image_size.",
+        "long side of 1k result images in pixels (2k and 4k: 2 and 4 times it); the other "
+        "side follows image_size.",
     ),
 }
 
