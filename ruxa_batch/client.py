@@ -426,11 +426,15 @@ async def _read_capped(response: httpx.Response, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+# Space, the C0 controls and DEL (a regex: checked for every result URL of every job).
+_BLANK_OR_CONTROL = re.compile("[\x00-\x20\x7f]")
+
+
 def url_problem(url: str) -> str | None:
     """Why ``url`` cannot be a result file's address (None: it can)."""
     if not url.lower().startswith(("http://", "https://")):
         return "it is not http(s)"
-    if any(ord(ch) < 33 or ord(ch) == 127 for ch in url):
+    if _BLANK_OR_CONTROL.search(url):
         return "it contains white space or control characters"
     try:
         parts = urlsplit(url)

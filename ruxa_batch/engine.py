@@ -22,7 +22,7 @@ import itertools
 import json
 import math
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,12 +46,12 @@ from ruxa_batch.client import (
 from ruxa_batch.decide import IDLE, Action, Decision, Options, decide, pictures_on_disk, settled
 from ruxa_batch.errors import RuxaBatchError, os_reason
 from ruxa_batch.failures import DEFAULT_RULES, FailureRules, classify
-from ruxa_batch.jobs import Job, Manifest
+from ruxa_batch.jobs import Job, Manifest, identities
 from ruxa_batch.local_files import LocalFile
 from ruxa_batch.models import get_model
 from ruxa_batch.pictures import Ledger, Picture
 from ruxa_batch.retry import GaveUp, Halted, Retrier, RetryPolicy
-from ruxa_batch.state import JobRecord, Mark, StateStore, chunked
+from ruxa_batch.state import JobRecord, StateStore, chunked
 from ruxa_batch.statuses import AttemptOutcome, FailureClass, JobStatus, StopReason, TaskState
 from ruxa_batch.timing import Timer
 from ruxa_batch.uploads import Publisher, UploadFailed, UploadStopped
@@ -271,17 +271,29 @@ class Engine:
             # One job at a time, as the window takes it: a job waiting to start costs its row
             # in the state, not a coroutine, a record or a decision in memory. The state is
             # read a few hundred jobs at a time, each read recording the new jobs among them.
-            for chunk in chunked(self.manifest.jobs):
-                marks = self.store.marks_of([job.key for job in chunk])
-                if settle and self.record_jobs(chunk, marks):
-                    marks = self.store.marks_of([job.key for job in chunk])
-                # Finished jobs this run leaves alone are not read further.
+            jobs = self.manifest.jobs
+            start = 0
+            for part in chunked(identities(jobs)):
+                numbers = range(start, start + len(part))
+                start += len(part)
+                keys = [key for key, _, _ in part]
+                marks = self.store.marks_of(keys)
+                # New jobs, and renamed ones (a new id for the same request), are recorded first.
+                changed = [
+                    number
+                    for number, (key, name, variant) in zip(numbers, part, strict=True)
+                    if key not in marks or (marks[key].id, marks[key].variant) != (name, variant)
+                ]
+                if settle and changed:
+                    self.record_jobs([jobs[number] for number in changed])
+                    marks = self.store.marks_of(keys)
+                # Finished jobs this run leaves alone are not read further, nor even made.
                 busy = [
-                    job
-                    for job in chunk
-                    if job.key not in marks
-                    or marks[job.key].in_doubt
-                    or not settled(marks[job.key].status, options)
+                    jobs[number]
+                    for number, key in zip(numbers, keys, strict=True)
+                    if key not in marks
+                    or marks[key].in_doubt
+                    or not settled(marks[key].status, options)
                 ]
                 records = self.store.records_of([job.key for job in busy]) if busy else {}
                 for job in busy:
@@ -333,21 +345,13 @@ class Engine:
                 self.outcome.upload_bytes_sent = self.publisher.sent_bytes
         return self.outcome
 
-    def record_jobs(self, jobs: Sequence[Job], records: Mapping[str, Mark]) -> bool:
-        """Record the new ones of ``jobs`` as pending, and the new id of a renamed one (before
-        any of them is driven); whether anything was written. A resumed batch writes nothing."""
-        changed = [
-            job
+    def record_jobs(self, jobs: Sequence[Job]) -> None:
+        """Record ``jobs`` (new, or renamed: a new id for a recorded request) as pending, or
+        with their new id, before any of them is driven."""
+        self.store.ensure_jobs(
+            (job.key, job.id, job.variant, json.dumps(self.body(job), sort_keys=True))
             for job in jobs
-            if job.key not in records
-            or (records[job.key].id, records[job.key].variant) != (job.id, job.variant)
-        ]
-        if changed:
-            self.store.ensure_jobs(
-                (job.key, job.id, job.variant, json.dumps(self.body(job), sort_keys=True))
-                for job in changed
-            )
-        return bool(changed)
+        )
 
     async def guarded(self, job: Job, decision: Decision, record: JobRecord | None) -> None:
         """Drive one job; a bug met on the way costs that job, not the batch."""

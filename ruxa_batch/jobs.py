@@ -118,6 +118,13 @@ class Jobs(Sequence[Job]):
         number = _JOB_FIELDS.index(field)
         return (marshal.loads(packed)[number] for packed in self._packed)
 
+    def identities(self) -> Iterator[tuple[str, str, int]]:
+        """Each job's key, id and variant, in order, without making the jobs."""
+        key, name, variant = (_JOB_FIELDS.index(f) for f in ("key", "id", "variant"))
+        for packed in self._packed:
+            values = marshal.loads(packed)
+            yield values[key], values[name], values[variant]
+
     def files(self) -> tuple[LocalFile, ...]:
         """Every picture on disk the jobs send, in order of first use."""
         return tuple(self._files)
@@ -139,6 +146,14 @@ class Jobs(Sequence[Job]):
 
 _JOB_FIELDS = tuple(field.name for field in fields(Job))
 _IMAGES = _JOB_FIELDS.index("images")
+
+
+def identities(jobs: Sequence[Job]) -> Iterator[tuple[str, str, int]]:
+    """The key, id and variant of each of ``jobs``, in order (of packed jobs, without making
+    them)."""
+    if isinstance(jobs, Jobs):
+        return jobs.identities()
+    return ((job.key, job.id, job.variant) for job in jobs)
 
 
 def job_keys(jobs: Sequence[Job]) -> Iterator[str]:
@@ -241,13 +256,12 @@ def request_input(job: Job, urls: Mapping[str, str] | None = None) -> dict[str, 
 
 def identity_key(model: str, request_input: Mapping[str, Any], variant: int) -> str:
     """A job's identity: it changes exactly when the request it sends (or its variant) changes."""
-    canonical = json.dumps(
-        {"model": model, "input": request_input, "variant": variant},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
+    canonical = _CANONICAL.encode({"model": model, "input": request_input, "variant": variant})
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:24]
+
+
+# json.dumps with these options, made once (json.dumps makes an encoder per call for them).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def render_filename(template: str, job: Job, n: int) -> str:

@@ -283,8 +283,9 @@ def csv_chunks(table: Table) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)
+    columns = [(column, column in LIST_COLUMNS) for column in COLUMNS]
     for row in table.rows:
-        cells = [_csv_cell(column, row[column]) for column in COLUMNS]
+        cells = [_csv_cell(row[column], listed) for column, listed in columns]
         if any("\r" in cell for cell in cells):
             # The csv module quotes a cell for the characters of its own line ending only: with
             # "\n", a carriage return in a cell would end the row for most readers.
@@ -301,14 +302,19 @@ def csv_chunks(table: Table) -> Iterator[str]:
 
 
 _CHUNK = 1 << 16
+# json.dumps(row, ensure_ascii=False), its encoder made once rather than once a row.
+_JSON_ROW = json.JSONEncoder(ensure_ascii=False)
 
 
-def _csv_cell(column: str, value: Any) -> str:
-    if isinstance(value, bool):
+def _csv_cell(value: Any, listed: bool) -> str:
+    if value is None:
+        return ""
+    kind = type(value)
+    if kind is bool:
         return "true" if value else "false"
-    if value is None or isinstance(value, int):
-        return "" if value is None else str(value)  # numbers are ours: never a formula
-    text = " ".join(value) if column in LIST_COLUMNS else str(value)
+    if kind is int:
+        return str(value)  # numbers are ours: never a formula
+    text = " ".join(value) if listed else str(value)
     return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
@@ -331,8 +337,9 @@ def json_chunks(table: Table, summary: Mapping[str, Any]) -> Iterator[str]:
         f'  "summary": {json.dumps(dict(summary), ensure_ascii=False)},\n'
         '  "jobs": [\n    '
     )
+    encode = _JSON_ROW.encode
     for number, row in enumerate(table.rows):
-        yield (",\n    " if number else "") + json.dumps(row, ensure_ascii=False)
+        yield (",\n    " if number else "") + encode(row)
     yield "\n  ]\n}\n"
 
 

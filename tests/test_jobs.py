@@ -90,3 +90,24 @@ def test_templates_render_literal_text_and_values_as_they_are(
     assert parse_template(source).render({"x": x, "y_1": y, "unused": "z"}) == expected
     slug = parse_template(source).render({"x": x, "y_1": y}, transform=str.upper)
     assert slug == "".join(names[p].upper() if p in names else p for p in pieces)
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+        max_leaves=8,
+    ),
+    st.integers(min_value=1, max_value=16),
+)
+def test_identity_is_the_hash_of_the_canonical_json(value: object, variant: int) -> None:
+    """The identity of every job ever recorded depends on these exact bytes."""
+    import hashlib
+    import json
+
+    from ruxa_batch.jobs import identity_key
+
+    document = {"model": "m", "input": {"value": value}, "variant": variant}
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    expected = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:24]
+    assert identity_key("m", {"value": value}, variant) == expected
