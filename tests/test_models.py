@@ -149,24 +149,28 @@ def test_every_field_a_model_does_not_take_is_an_error_at_its_line(
     """On the job itself, under the top-level model, and from defaults: each named, at a line."""
     takers = ", ".join(models_taking(field))
     base = f"version: 1\ncallback_url: {HOOK}\n"
-    # 1. on the job, with the job's own model (the schema's rule, as an editor shows it)
+    pictures = (
+        "    images: ['https://cdn.example.com/b.png']\n" if MODELS[model].images_required else ""
+    )
+    # 1. on the job, with the job's own model (as an editor shows it too: the schema's rule)
     own = problems_of(
         hermetic,
-        base + f"jobs:\n  - id: a\n    model: {model}\n    prompt: p\n    {field}: {value}\n",
+        base + f"jobs:\n  - id: a\n    model: {model}\n    prompt: p\n{pictures}"
+        f"    {field}: {value}\n",
     )
+    line = 8 if pictures else 7
     assert own == [
-        f"7 $.jobs[0].{field}: {field} is not taken by {model} ({MODELS[model].kind}); "
+        f"{line} $.jobs[0].{field}: {field} is not taken by {model} ({MODELS[model].kind}); "
         f"the models that take it: {takers}"
     ]
     # 2. on a job that runs on the top-level model
     top = problems_of(
-        hermetic, base + f"model: {model}\njobs:\n  - id: a\n    prompt: p\n    {field}: {value}\n"
+        hermetic,
+        base + f"model: {model}\njobs:\n  - id: a\n    prompt: p\n{pictures}    {field}: {value}\n",
     )
-    assert len(top) == 1 and top[0].startswith(f"7 $.jobs[0].{field}: {field} is not taken by")
+    assert len(top) == 1, top
+    assert top[0].startswith(f"{line} $.jobs[0].{field}: {field} is not taken by")
     # 3. from defaults, for a job of that model: said at the job's model, naming the line
-    pictures = (
-        "    images: ['https://cdn.example.com/b.png']\n" if MODELS[model].images_required else ""
-    )
     from_defaults = problems_of(
         hermetic,
         base + f"defaults:\n  {field}: {value}\n"
@@ -350,3 +354,44 @@ def test_a_bad_callback_url_is_said_once_as_bad_not_as_missing(hermetic: Path) -
         "  - {id: a, prompt: p, model: google/nano-banana-pro}\n",
     )
     assert len(found) == 1 and found[0].startswith("2 $.callback_url: ")
+
+
+@pytest.mark.parametrize(
+    ("document", "flagged"),
+    [
+        (
+            {"model": "google/nano-banana", "jobs": [{"id": "a", "prompt": "p", "images": ["u"]}]},
+            True,
+        ),
+        (
+            {"jobs": [{"id": "a", "prompt": "p", "model": "google/nano-banana", "images": ["u"]}]},
+            True,
+        ),
+        ({"jobs": [{"id": "a", "prompt": "p", "resolution": "2k"}]}, True),
+        (
+            {
+                "defaults": {"model": "google/nano-banana-pro"},
+                "jobs": [{"id": "a", "prompt": "p", "resolution": "2k"}],
+            },
+            False,
+        ),
+        (
+            {
+                "model": "google/nano-banana",
+                "jobs": [
+                    {"id": "a", "prompt": "p", "model": "google/nano-banana-edit", "images": ["u"]}
+                ],
+            },
+            False,
+        ),
+    ],
+)
+def test_an_editor_flags_what_the_schema_file_says_a_model_does_not_take(
+    document: dict[str, Any], flagged: bool
+) -> None:
+    """The schema file as an editor reads it (plain jsonschema, its conditional subschemas)."""
+    from jsonschema import Draft202012Validator
+
+    errors = list(Draft202012Validator(manifest_schema()).iter_errors({"version": 1, **document}))
+    refusals = [e for e in errors if isinstance(e.schema, dict) and "x-not-taken-by" in e.schema]
+    assert bool(refusals) == flagged, errors
