@@ -200,6 +200,11 @@ def _explain(doc: Document, error: Any, reported: set[PathKey]) -> list[Problem]
             if not allowed:  # a mapping of free-form names: the value type is wrong instead
                 continue
             hint = did_you_mean(close_matches(key, allowed))
+            if key in _API_NAMES and _API_NAMES[key] in allowed:
+                hint = (
+                    f"; write {_API_NAMES[key]!r}: the manifest has one name for it, which each "
+                    "model's rules send under the name its API uses"
+                )
             if not hint:
                 hint = f" (allowed here: {', '.join(allowed)})"
             out.append(doc.problem((*path, key), f"unknown key {key!r}{hint}", key=True))
@@ -235,6 +240,13 @@ def _explain(doc: Document, error: Any, reported: set[PathKey]) -> list[Problem]
 
 
 _NOT_TAKEN = " is not taken by "
+# The API's input names that the manifest spells in its own words (see models.py).
+_API_NAMES = {
+    "aspect_ratio": "image_size",
+    "image_urls": "images",
+    "image_input": "images",
+    "callBackUrl": "callback_url",
+}
 
 
 def _not_taken(model: str, field: str) -> str:

@@ -395,3 +395,15 @@ def test_an_editor_flags_what_the_schema_file_says_a_model_does_not_take(
     errors = list(Draft202012Validator(manifest_schema()).iter_errors({"version": 1, **document}))
     refusals = [e for e in errors if isinstance(e.schema, dict) and "x-not-taken-by" in e.schema]
     assert bool(refusals) == flagged, errors
+
+
+def test_the_apis_own_field_names_point_to_the_manifests(hermetic: Path) -> None:
+    found = problems_of(
+        hermetic,
+        f"version: 1\ncallback_url: {HOOK}\njobs:\n"
+        "  - id: a\n    model: google/nano-banana-pro\n    prompt: p\n    aspect_ratio: '16:9'\n",
+    )
+    assert found == [
+        "7 $.jobs[0].aspect_ratio: unknown key 'aspect_ratio'; write 'image_size': the manifest "
+        "has one name for it, which each model's rules send under the name its API uses"
+    ]
